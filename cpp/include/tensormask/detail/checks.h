@@ -1,0 +1,65 @@
+// Argument validation and output-shape rules shared by the CPU and CUDA kernels of the 4D tensor ops.
+// Bad values raise c10::ValueError (Python ValueError), bad dtypes c10::TypeError, each naming the
+// argument.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
+#include "tensormask/detail/sampling.h"
+
+namespace tensormask::detail {
+
+inline void check_4d_tensor(const at::Tensor& t, const char* op, const char* arg) {
+  TORCH_CHECK_VALUE(t.dim() == 5, op, ": `", arg, "` must be a 5D tensor (N, V, U, H, W), got ", t.dim(),
+                    "D with shape ", t.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": `", arg,
+                   "` must be a floating point tensor, got ", t.scalar_type());
+}
+
+inline void check_positive(int64_t value, const char* op, const char* arg) {
+  TORCH_CHECK_VALUE(value >= 1, op, ": `", arg, "` must be a positive integer, got ", value);
+}
+
+// Parses the interpolation mode of up_align2nat / swap_align2nat; returns true for "nearest".
+inline bool parse_nearest(c10::string_view mode, const char* op) {
+  if (mode == "bilinear") return false;
+  if (mode == "nearest") return true;
+  TORCH_CHECK_VALUE(false, op, ": `mode` must be \"bilinear\" or \"nearest\", got \"", std::string(mode), "\"");
+  return false;
+}
+
+// Geometry of swap_align2nat (subsample = true, stride λ) or up_align2nat (stride 1) for an input of
+// window size (Vi, Ui) and spatial size (Hi, Wi).
+inline SwapGeometry make_geometry(int64_t Vi, int64_t Ui, int64_t Hi, int64_t Wi, int64_t lam, bool nearest,
+                                  bool subsample) {
+  SwapGeometry g;
+  g.Vi = Vi;
+  g.Ui = Ui;
+  g.Hi = Hi;
+  g.Wi = Wi;
+  g.lam = lam;
+  g.stride = subsample ? lam : 1;
+  g.nearest = nearest;
+  g.Vo = lam * Vi;
+  g.Uo = lam * Ui;
+  g.Ho = subsample ? (Hi + lam - 1) / lam : Hi;
+  g.Wo = subsample ? (Wi + lam - 1) / lam : Wi;
+  return g;
+}
+
+// Validates the arguments of the backward ops: `grad` must have the forward output's shape.
+inline SwapGeometry check_backward(const at::Tensor& grad, int64_t lam, c10::string_view mode, int64_t V,
+                                   int64_t U, int64_t H, int64_t W, bool subsample, const char* op) {
+  check_4d_tensor(grad, op, "grad");
+  check_positive(lam, op, "lam");
+  TORCH_CHECK_VALUE(V >= 0 && U >= 0 && H >= 0 && W >= 0, op, ": input sizes must be non-negative");
+  const SwapGeometry g = make_geometry(V, U, H, W, lam, parse_nearest(mode, op), subsample);
+  TORCH_CHECK_VALUE(grad.size(1) == g.Vo && grad.size(2) == g.Uo && grad.size(3) == g.Ho && grad.size(4) == g.Wo,
+                    op, ": `grad` has shape ", grad.sizes(), " but the forward output is (N, ", g.Vo, ", ", g.Uo,
+                    ", ", g.Ho, ", ", g.Wo, ")");
+  return g;
+}
+
+}  // namespace tensormask::detail
