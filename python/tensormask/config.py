@@ -1,0 +1,138 @@
+"""Model configuration as dataclasses. Every number of the paper (and of detectron2's TensorMask, the
+authors' implementation) is named once here; YAML files under ``configs/`` override fields.
+
+Units: window sizes are in window pixels at level 0 (σ_VU = the level-0 stride, 4 image pixels for
+FPN P2), sizes and strides are in image pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# ImageNet statistics: detectron2/MSRA-style weights take BGR 0–255 images minus the mean (std 1);
+# torchvision-style weights take RGB images scaled to [0, 1] and normalised.
+MSRA_PIXEL_MEAN = (103.530, 116.280, 123.675)
+MSRA_PIXEL_STD = (1.0, 1.0, 1.0)
+TORCHVISION_PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+TORCHVISION_PIXEL_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass
+class BackboneConfig:
+    """ResNet backbone (res2–res5)."""
+
+    depth: int = 50  # 18, 34, 50, 101; 0 = the "tiny" ResNet of the CPU demo
+    style: str = "msra"  # "msra": BGR 0-255, stride in the 1x1 conv; "torchvision": RGB, stride in the 3x3
+    norm: str = "FrozenBN"  # "FrozenBN" (pretrained), "BN", "GN" (from scratch), "none"
+    freeze_at: int = 2  # 0: train all; 1: freeze stem; 2: freeze stem + res2 (detectron2 default)
+    stem_channels: int = 64
+    tiny_channels: tuple[int, int, int, int] = (16, 32, 64, 128)  # res2..res5 widths of the tiny ResNet
+    gn_groups: int = 32
+    weights: str | None = None  # torchvision .pth or detectron2 .pkl; nothing is downloaded
+    pixel_mean: tuple[float, float, float] = MSRA_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = MSRA_PIXEL_STD
+    input_format: str = "BGR"  # channel order the backbone expects
+
+
+@dataclass
+class FPNConfig:
+    """RetinaNet-style FPN P2–P7 with average top-down fusion (paper §4.1)."""
+
+    out_channels: int = 256
+    fuse_type: str = "avg"  # "avg" (paper) or "sum" (original FPN)
+    min_level: int = 2
+    max_level: int = 7  # P6/P7 from res5 by stride-2 convs, as RetinaNet
+    size_divisibility: int = 128  # input padding so every level divides evenly (2^7)
+
+
+@dataclass
+class HeadConfig:
+    """Class, box and mask heads; weights shared across levels, not between tasks (§4.1)."""
+
+    num_classes: int = 80
+    num_convs: int = 4
+    cls_channels: int = 256
+    bbox_channels: int = 128
+    mask_channels: int = 128
+    prior_prob: float = 0.01  # class bias initialisation (RetinaNet)
+    box_head: bool = True  # False: the box-head-free model of §A.4
+    # Mask head (Fig. 6, Fig. 7): "simple_natural", "simple_aligned", "upscale_natural",
+    # "upscale_aligned", "bipyramid"
+    mask_head: str = "bipyramid"
+    upscale_lambda: int = 1  # λ of the upscale heads (Tab. 2a/b)
+    interpolation: str = "bilinear"  # "nearest" = the unaligned head (Tab. 2b, §A.2)
+    # Window sizes V = U at level 0, in level-0 units. detectron2 derives them from anchor sizes
+    # (44, 60) // stride 4 = (11, 15); the paper names them 15×15 and 11×11 (§4.3).
+    window_sizes: tuple[int, ...] = (11, 15)
+    mask_pad_val: float = -6.0  # logit outside the input of (swap/up_)align2nat
+
+
+@dataclass
+class AssignConfig:
+    """DeepMask-style window labelling (§4.2)."""
+
+    scale_thresh: float = 2.0  # window longer side <= scale_thresh × mask longer side (containment (i))
+    center_thresh: float = 1.0  # centrality (ii): ℓ2 distance in units of the level stride
+    deduct_unit: bool = True  # detectron2: window side − stride in the size test (grid sampling)
+    uniqueness: bool = True  # (iii): windows matching several masks are negative
+    fallback: bool = True  # masks below the minimum assignable size go to the smallest windows
+
+
+@dataclass
+class LossConfig:
+    """Losses (§4.2): FL* classification, ℓ1 box, weighted BCE mask."""
+
+    focal_gamma: float = 3.0
+    focal_alpha: float = 0.3
+    box_loss_weight: float = 1.0
+    mask_loss_weight: float = 2.0
+    mask_pos_weight: float = 1.5  # weight of foreground mask pixels in the BCE
+    bbox_reg_weights: tuple[float, float, float, float] = (1.5, 1.5, 0.75, 0.75)  # (dx, dy, dw, dh)
+
+
+@dataclass
+class InferenceConfig:
+    """Inference (§4.3)."""
+
+    score_thresh: float = 0.05
+    topk_candidates: int = 6000
+    nms_thresh: float = 0.5
+    nms_on: str = "box"  # "box": regressed boxes; "mask_box": bounding boxes of the masks (§A.4)
+    detections_per_image: int = 100
+    mask_threshold: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+def merge(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
+    """Return a copy of dataclass ``cfg`` with nested ``overrides`` applied.
+
+    Unknown keys raise ``KeyError`` naming the full dotted key, so typos in YAML files or on the
+    command line fail loudly.
+    """
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"{prefix or 'config'} is not a config section")
+    known = {f.name: f for f in dataclasses.fields(cfg)}
+    changes = {}
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise KeyError(f"unknown config key '{dotted}' (known: {', '.join(sorted(known))})")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise TypeError(f"config key '{dotted}' is a section; give a mapping, got {value!r}")
+            changes[key] = merge(current, value, prefix=f"{dotted}.")
+        else:
+            changes[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+    return dataclasses.replace(cfg, **changes)
