@@ -98,6 +98,7 @@ def align2nat_valid_mask(V: int, U: int, H: int, W: int, alpha: int = 1) -> np.n
     nat2align(align2nat(x))[v,u,y,x] reads align2nat(x)[v,u, y', x'] with y' = y − α(v − ⌊V/2⌋),
     which in turn reads x[v,u, y' + α(v − ⌊V/2⌋), ...] = x[v,u,y,x]. It is x itself iff the
     intermediate index (y', x') is inside [0, H) × [0, W) (y itself always is), else pad_val.
+    Pass ``-alpha`` for align2nat(nat2align(·)), whose intermediate index is y + α(v − ⌊V/2⌋).
     """
     mask = np.zeros((V, U, H, W), dtype=bool)
     for v in range(V):

@@ -9,6 +9,9 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "tensormask/detail/checks.h"
 #include "tensormask/detail/sampling.h"
 #include "tensormask/ops.h"
@@ -35,16 +38,49 @@ at::Tensor forward_cpu(const at::Tensor& x, int64_t lam, c10::string_view mode, 
     const acc_t pad = static_cast<acc_t>(pad_val);
     const int64_t rows = N * g.Vo * g.Uo * g.Ho;
     const int64_t image = g.Vi * g.Ui * g.Hi * g.Wi;
+    const acc_t cu = detail::spatial_offset<acc_t>(g.Uo);
     at::parallel_for(0, rows, std::max<int64_t>(1, 2048 / g.Wo), [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(static_cast<size_t>(g.Wo));
       for (int64_t r = begin; r < end; ++r) {
         const int64_t y = r % g.Ho, u = (r / g.Ho) % g.Uo, v = (r / (g.Ho * g.Uo)) % g.Vo;
         const int64_t n = r / (g.Ho * g.Uo * g.Vo);
         const scalar_t* img = src + n * image;
         const detail::RowTerms<acc_t> terms = detail::swap_align2nat_row<acc_t>(g, v, u, y);
-        scalar_t* row = dst + r * g.Wo;
-        for (int64_t xx = 0; xx < g.Wo; ++xx) {
-          row[xx] = static_cast<scalar_t>(detail::swap_align2nat_at<scalar_t, acc_t>(img, g, terms, u, xx, pad));
+        // sx = x·s + u + c has the same fractional part along the row: the x taps are
+        // ix0 = x·s + tx.i0 and ix0 + 1 with constant weights. Interior x: both taps inside.
+        const detail::Taps<acc_t> tx = detail::linear_taps<acc_t>(acc_t(u) + cu);
+        const int64_t last = tx.w1 != acc_t(0) ? 1 : 0;
+        const int64_t x_lo = std::min(g.Wo, std::max<int64_t>(0, detail::ceil_div(-tx.i0, g.stride)));
+        const int64_t x_hi = std::max(x_lo, std::min(g.Wo, detail::floor_div(g.Wi - 1 - last - tx.i0, g.stride) + 1));
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int k = 0; k < terms.count; ++k) {
+          const acc_t w = terms.weight[k];
+          if (terms.offset[k] < 0) {  // the whole input row is outside: padding
+            for (int64_t xo = 0; xo < g.Wo; ++xo) acc[xo] += w * pad;
+            continue;
+          }
+          const scalar_t* in_row = img + terms.offset[k];
+          auto tap = [&](int64_t ix) { return (ix >= 0 && ix < g.Wi) ? acc_t(in_row[ix]) : pad; };
+          for (int64_t xo = 0; xo < x_lo; ++xo) {
+            const int64_t ix = xo * g.stride + tx.i0;
+            acc[xo] += w * (tx.w0 * tap(ix) + (last ? tx.w1 * tap(ix + 1) : acc_t(0)));
+          }
+          const scalar_t* p = in_row + tx.i0;
+          if (last) {
+            for (int64_t xo = x_lo; xo < x_hi; ++xo) {
+              const int64_t ix = xo * g.stride;
+              acc[xo] += w * (tx.w0 * acc_t(p[ix]) + tx.w1 * acc_t(p[ix + 1]));
+            }
+          } else {
+            for (int64_t xo = x_lo; xo < x_hi; ++xo) acc[xo] += w * (tx.w0 * acc_t(p[xo * g.stride]));
+          }
+          for (int64_t xo = x_hi; xo < g.Wo; ++xo) {
+            const int64_t ix = xo * g.stride + tx.i0;
+            acc[xo] += w * (tx.w0 * tap(ix) + (last ? tx.w1 * tap(ix + 1) : acc_t(0)));
+          }
         }
+        scalar_t* row = dst + r * g.Wo;
+        for (int64_t xo = 0; xo < g.Wo; ++xo) row[xo] = static_cast<scalar_t>(acc[xo]);
       }
     });
   });
@@ -65,16 +101,32 @@ at::Tensor backward_cpu(const at::Tensor& grad, int64_t lam, c10::string_view mo
     scalar_t* dst = gin.mutable_data_ptr<scalar_t>();
     const int64_t rows = N * V * U * H;
     const int64_t image_out = g.Vo * g.Uo * g.Ho * g.Wo;
-    // A gather over input elements: every gradient is summed by one thread in a fixed order, so the
-    // result is bitwise deterministic whatever the number of threads.
-    at::parallel_for(0, rows, std::max<int64_t>(1, 1024 / std::max<int64_t>(W, 1)), [&](int64_t begin, int64_t end) {
+    const acc_t cu = detail::spatial_offset<acc_t>(g.Uo);
+    // Each thread owns whole input rows (n, v̂, û, ŷ) and accumulates, in a fixed order, every output
+    // row (v, u, y) that reads it: bitwise deterministic whatever the number of threads, no atomics,
+    // and O(8 × output) work like the forward.
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(static_cast<size_t>(W));
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t y = r % H, u = (r / H) % U, v = (r / (H * U)) % V, n = r / (H * U * V);
+        const int64_t yi = r % H, ui = (r / H) % U, vi = (r / (H * U)) % V, n = r / (H * U * V);
         const scalar_t* img = src + n * image_out;
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        detail::for_each_reader<acc_t>(vi, yi, g.Vo, g.Ho, g.lam, g.stride, g.nearest, [&](int64_t v, int64_t y, acc_t wvy) {
+          detail::for_each_window_reader<acc_t>(ui, g.Uo, g.lam, g.nearest, [&](int64_t u, acc_t wu) {
+            const acc_t w = wvy * wu;
+            const scalar_t* grow = img + ((v * g.Uo + u) * g.Ho + y) * g.Wo;
+            // sx = x·s + u + c has the same fractional part along the row: constant x taps.
+            const detail::Taps<acc_t> tx = detail::linear_taps<acc_t>(acc_t(u) + cu);
+            for (int64_t xo = 0; xo < g.Wo; ++xo) {
+              const int64_t ix0 = xo * g.stride + tx.i0;
+              const acc_t gv = w * acc_t(grow[xo]);
+              if (ix0 >= 0 && ix0 < W) acc[ix0] += gv * tx.w0;
+              if (tx.w1 != acc_t(0) && ix0 + 1 >= 0 && ix0 + 1 < W) acc[ix0 + 1] += gv * tx.w1;
+            }
+          });
+        });
         scalar_t* row = dst + r * W;
-        for (int64_t xx = 0; xx < W; ++xx) {
-          row[xx] = static_cast<scalar_t>(detail::swap_align2nat_grad<scalar_t, acc_t>(img, g, v, u, y, xx));
-        }
+        for (int64_t xx = 0; xx < W; ++xx) row[xx] = static_cast<scalar_t>(acc[xx]);
       }
     });
   });
@@ -101,6 +153,7 @@ class UpsampleAlignFunction : public torch::autograd::Function<UpsampleAlignFunc
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t lam,
                             c10::string_view mode, double pad_val) {
+    detail::check_4d_tensor(x, kSubsample ? "swap_align2nat" : "up_align2nat", "x");
     ctx->saved_data["lam"] = lam;
     ctx->saved_data["mode"] = std::string(mode);
     ctx->saved_data["V"] = x.sym_size(1);
@@ -124,6 +177,38 @@ class UpsampleAlignFunction : public torch::autograd::Function<UpsampleAlignFunc
     return {gx, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
+
+// The backward ops are linear in `grad`; their own derivative is the forward op without padding.
+// This makes double backward (e.g. gradient penalties, gradgradcheck) exact.
+template <bool kSubsample>
+class UpsampleAlignBackwardFunction : public torch::autograd::Function<UpsampleAlignBackwardFunction<kSubsample>> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& grad, int64_t lam,
+                            c10::string_view mode, c10::SymInt V, c10::SymInt U, c10::SymInt H, c10::SymInt W) {
+    ctx->saved_data["lam"] = lam;
+    ctx->saved_data["mode"] = std::string(mode);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const std::string_view m(mode.data(), mode.size());
+    return kSubsample ? swap_align2nat_backward(grad, lam, m, V, U, H, W) : up_align2nat_backward(grad, lam, m, V, U, H, W);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const int64_t lam = ctx->saved_data["lam"].toInt();
+    const std::string mode = ctx->saved_data["mode"].toStringRef();
+    at::Tensor gg = kSubsample ? swap_align2nat(grads[0], lam, mode, 0.0) : up_align2nat(grads[0], lam, mode, 0.0);
+    return {gg, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor up_align2nat_backward_autograd(const at::Tensor& grad, int64_t lam, c10::string_view mode, c10::SymInt V,
+                                          c10::SymInt U, c10::SymInt H, c10::SymInt W) {
+  return UpsampleAlignBackwardFunction<false>::apply(grad, lam, mode, V, U, H, W);
+}
+at::Tensor swap_align2nat_backward_autograd(const at::Tensor& grad, int64_t lam, c10::string_view mode, c10::SymInt V,
+                                            c10::SymInt U, c10::SymInt H, c10::SymInt W) {
+  return UpsampleAlignBackwardFunction<true>::apply(grad, lam, mode, V, U, H, W);
+}
 
 at::Tensor up_align2nat_autograd(const at::Tensor& x, int64_t lam, c10::string_view mode, double pad_val) {
   return UpsampleAlignFunction<false>::apply(x, lam, mode, pad_val);
@@ -151,6 +236,8 @@ TORCH_LIBRARY_IMPL(tensormask, CPU, m) {
 TORCH_LIBRARY_IMPL(tensormask, Autograd, m) {
   m.impl("up_align2nat", &up_align2nat_autograd);
   m.impl("swap_align2nat", &swap_align2nat_autograd);
+  m.impl("up_align2nat_backward", &up_align2nat_backward_autograd);
+  m.impl("swap_align2nat_backward", &swap_align2nat_backward_autograd);
 }
 
 }  // namespace tensormask::ops

@@ -47,7 +47,7 @@ def _fake(op: str):
     def fake(x: torch.Tensor, alpha: int = 1, pad_val: float = 0.0) -> torch.Tensor:
         check_4d_tensor(x, op)
         check_positive(alpha, op, "alpha")
-        return x.new_empty(x.shape, memory_format=torch.contiguous_format)
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     return fake
 

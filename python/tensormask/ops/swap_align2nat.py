@@ -77,10 +77,8 @@ def _fake_backward(op: str, subsample: bool):
         check_mode(mode, op)
         ho, wo = _output_hw(H, W, lam, subsample)
         expected = (grad.shape[0], lam * V, lam * U, ho, wo)
-        torch._check(
-            tuple(grad.shape) == expected,
-            lambda: f"{op}: `grad` has shape {tuple(grad.shape)} but the forward output is {expected}",
-        )
+        if tuple(grad.shape) != expected:
+            raise ValueError(f"{op}: `grad` has shape {tuple(grad.shape)} but the forward output is {expected}")
         return grad.new_empty((grad.shape[0], V, U, H, W))
 
     return fake

@@ -184,6 +184,17 @@ C10_HOST_DEVICE inline void for_each_reader(int64_t wi, int64_t si, int64_t win_
   }
 }
 
+// Calls f(o, weight) for every window index o of an output axis of size win_out whose sample reads
+// input window index wi with a non-zero weight.
+template <typename acc_t, typename F>
+C10_HOST_DEVICE inline void for_each_window_reader(int64_t wi, int64_t win_out, int64_t lam, bool nearest, F&& f) {
+  const int64_t o_hi = min64(win_out - 1, lam * (wi + 2));
+  for (int64_t o = max64(0, lam * (wi - 1)); o <= o_hi; ++o) {
+    const acc_t w = window_weight<acc_t>(o, wi, lam, nearest);
+    if (w != acc_t(0)) f(o, w);
+  }
+}
+
 // Backward as a gather (deterministic, no atomics): gradient of input element (vi, ui, yi, xi) of one
 // image from the output gradient `gout` of that image (Vo, Uo, Ho, Wo), contiguous.
 template <typename scalar_t, typename acc_t>
