@@ -1,0 +1,75 @@
+# TensorMask — the commands of the README.
+#   make demo       set up, then run the demo
+#   make test       set up, then run all tests (pytest + ctest)
+#   make test-all   also the slow tests
+#   make cuda-check compile the CUDA kernels against a CUDA torch (no GPU needed)
+#   make bench      operator benchmarks
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The torch to install when none is present (the CPU wheel pip takes from this machine's disk).
+TORCH_SPEC ?= torch==2.13.0
+BUILD_DEPS := scikit-build-core pybind11 'cmake>=3.28' ninja
+TEST_DEPS := pytest hypothesis expecttest
+APT_DEPS := libgtest-dev nlohmann-json3-dev libstb-dev
+CTEST_DIR = $(firstword $(wildcard build/cp*/CTestTestfile.cmake))
+export PYTHONUNBUFFERED := 1
+
+.PHONY: all venv system-deps install demo test test-all test-py test-cpp cuda-check bench clean
+
+all: install
+
+# C++ dependencies from Debian packages (GoogleTest for ctest, nlohmann-json, stb).
+system-deps:
+	@missing=""; for p in $(APT_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+# The venv: uses a torch already installed for $(PYTHON) (e.g. a CUDA build on a GPU machine),
+# else installs $(TORCH_SPEC).
+$(VENV)/.stamp:
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	  echo "Using the installed torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	  $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+	  $(PYTHON) -m venv $(VENV) && $(PIP) install -q "$(TORCH_SPEC)"; \
+	fi
+	$(PIP) install -q $(BUILD_DEPS) $(TEST_DEPS)
+	touch $@
+
+venv: $(VENV)/.stamp
+
+install: venv system-deps
+	$(PIP) install -q --no-build-isolation -e . 
+	@$(PY) -c "import tensormask, torch; print('tensormask', tensormask.__version__, 'built against torch', torch.__version__, '| CUDA kernels:', tensormask._C.compiled_with_cuda())"
+
+demo: install
+	$(PY) -m tensormask.demo
+
+test: install test-py test-cpp
+
+test-py:
+	$(PY) -m pytest -q
+
+test-cpp:
+	@test -n "$(CTEST_DIR)" || { echo "no C++ test build found (is libgtest-dev installed?)"; exit 1; }
+	$(VENV)/bin/ctest --test-dir $(dir $(CTEST_DIR)) --output-on-failure
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+	$(VENV)/bin/ctest --test-dir $(dir $(CTEST_DIR)) --output-on-failure
+
+cuda-check:
+	tools/cuda_check.sh
+
+bench: install
+	$(PY) benchmarks/bench_ops.py
+
+clean:
+	rm -rf build build-cuda dist
