@@ -27,7 +27,7 @@ class BackboneConfig:
     style: str = "msra"  # "msra": BGR 0-255, stride in the 1x1 conv; "torchvision": RGB, stride in the 3x3
     norm: str = "FrozenBN"  # "FrozenBN" (pretrained), "BN", "GN" (from scratch), "none"
     freeze_at: int = 2  # 0: train all; 1: freeze stem; 2: freeze stem + res2 (detectron2 default)
-    stem_channels: int = 64
+    stem_channels: int = 64  # depth >= 18; the tiny ResNet's stem has tiny_channels[0] channels
     tiny_channels: tuple[int, int, int, int] = (16, 32, 64, 128)  # res2..res5 widths of the tiny ResNet
     gn_groups: int = 32
     weights: str | None = None  # torchvision .pth or detectron2 .pkl; nothing is downloaded
