@@ -13,6 +13,7 @@ import sys
 # command → (module, help)
 COMMANDS = {
     "ops-demo": ("tensormask.demo", "show the 4D tensor ops on a small example"),
+    "convert-detectron2": ("tensormask.engine.convert", "convert a detectron2 TensorMask checkpoint (.pkl/.pth) to safetensors"),
 }
 
 

@@ -136,3 +136,101 @@ def merge(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
         else:
             changes[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     return dataclasses.replace(cfg, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# (De)serialisation: plain dicts, YAML files
+# --------------------------------------------------------------------------------------------------
+
+import os  # noqa: E402 (this section was appended to the module)
+
+BASE_KEY = "_base_"  # YAML key naming a base config file, relative to the file that names it
+
+
+def _plain(value: Any) -> Any:
+    """Tuples (and lists) → lists, dicts recursively; scalars unchanged."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config (``ModelConfig`` or any section) as nested plain dicts; tuples become lists, so the
+    result is JSON/YAML-safe. ``from_dict(to_dict(cfg)) == cfg``."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"to_dict expects a config dataclass instance, got {type(cfg).__name__}")
+    return _plain(dataclasses.asdict(cfg))
+
+
+def from_dict(d: dict[str, Any], base: ModelConfig | None = None) -> ModelConfig:
+    """``base`` (default: ``ModelConfig()``) with the nested overrides ``d`` applied via :func:`merge`.
+
+    Keys absent from ``d`` keep their ``base`` values; unknown keys raise ``KeyError`` naming the
+    dotted key (``head.foo``); a scalar given for a section raises ``TypeError``.
+    """
+    if not isinstance(d, dict):
+        raise TypeError(f"from_dict expects a mapping of config sections, got {type(d).__name__}")
+    return merge(base if base is not None else ModelConfig(), d)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml  # a dependency of the package, imported only when a file is read
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path!r} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {path!r} is not valid YAML: {e}") from None
+    if data is None:  # an empty file: no overrides
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path!r} must hold a mapping of config sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike, base: ModelConfig | None = None) -> ModelConfig:
+    """Read a YAML config file: nested sections overriding ``base`` (default ``ModelConfig()``).
+
+    A file may name another file with ``_base_: other.yaml`` (relative to its own directory); that
+    file is loaded first (recursively) and this file's sections override it. Errors name the file:
+    ``FileNotFoundError`` (missing file), ``ValueError`` (invalid YAML, a non-mapping document,
+    cyclic ``_base_``), ``KeyError`` (unknown key, with its dotted name), ``TypeError`` (a scalar
+    where a section is expected).
+    """
+    return _load_config(os.path.abspath(os.fspath(path)), base, ())
+
+
+def _load_config(path: str, base: ModelConfig | None, seen: tuple[str, ...]) -> ModelConfig:
+    if path in seen:
+        chain = " -> ".join(seen + (path,))
+        raise ValueError(f"config file {path!r}: cyclic {BASE_KEY}: {chain}")
+    data = _read_yaml(path)
+    parent = data.pop(BASE_KEY, None)
+    if parent is not None:
+        if not isinstance(parent, str) or not parent:
+            raise ValueError(f"config file {path!r}: {BASE_KEY} must be a file name, got {parent!r}")
+        parent_path = os.path.normpath(os.path.join(os.path.dirname(path), os.path.expanduser(parent)))
+        if not os.path.isfile(parent_path):
+            raise FileNotFoundError(
+                f"config file {parent_path!r} (the {BASE_KEY} of {path!r}) does not exist"
+            )
+        base = _load_config(parent_path, base, seen + (path,))
+    try:
+        return from_dict(data, base)
+    except KeyError as e:
+        raise KeyError(f"config file {path!r}: {e.args[0]}") from None
+    except TypeError as e:
+        raise TypeError(f"config file {path!r}: {e}") from None
+
+
+def save_config(cfg: ModelConfig, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as a complete YAML file (every field, in declaration order); ``load_config``
+    reads it back equal."""
+    import yaml
+
+    with open(os.fspath(path), "w", encoding="utf-8") as f:
+        yaml.safe_dump(to_dict(cfg), f, sort_keys=False, default_flow_style=None)

@@ -45,12 +45,16 @@ class HeadOutputs(NamedTuple):
         cls_logits: L tensors ``(N, A·K, H_k, W_k)``, channel ``a·K + k`` (window-size-major).
         box_deltas: L tensors ``(N, A·4, H_k, W_k)``, channel ``a·4 + j`` for (dx, dy, dw, dh); ``None``
             without a box head.
-        mask_logits: ``mask_logits[k][a]`` is ``(N, V_ka, U_ka, H_k, W_k)``, natural representation.
+        mask_logits: ``mask_logits[k][a]`` is ``(N, V_ka, U_ka, H_k, W_k)``, natural representation;
+            ``None`` when the head ran with ``dense_masks=False`` (inference decodes masks sparsely).
+        mask_features: L tensors ``(N, C_mask, H', W')``, the input of the ``mask_pred_XX`` convs of
+            each level (the tensor bipyramid's fused P2-resolution maps, else the mask trunk output).
     """
 
     cls_logits: list[torch.Tensor]
     box_deltas: list[torch.Tensor] | None
-    mask_logits: list[list[torch.Tensor]]
+    mask_logits: list[list[torch.Tensor]] | None
+    mask_features: list[torch.Tensor] | None = None
 
 
 class WindowGeometry(NamedTuple):
@@ -260,12 +264,15 @@ class TensorMaskHead(nn.Module):
             geom.append(row)
         return geom
 
-    def forward(self, features: Sequence[torch.Tensor]) -> HeadOutputs:
+    def forward(self, features: Sequence[torch.Tensor], dense_masks: bool = True) -> HeadOutputs:
         """Run all heads.
 
         Args:
             features: L FPN maps ``(N, C, H_k, W_k)``, finest first, σ_HW = s_k. The tensor bipyramid
                 needs ``H_k = ⌈H_(k−1)/2⌉`` (as FPN with inputs padded to a multiple of 2^(L−1)).
+            dense_masks: compute the dense mask logits of every window (training). With False only the
+                mask features are returned and masks are decoded later for the few windows that
+                survive NMS (:func:`tensormask.ops.decode_windows`).
 
         Returns:
             :class:`HeadOutputs`; mask logits ``(N, V, U, H_k, W_k)`` per level and window size (for the
@@ -278,27 +285,35 @@ class TensorMaskHead(nn.Module):
         box_deltas = None
         if self.bbox_pred is not None:
             box_deltas = [self.bbox_pred(self.bbox_subnet(x)) for x in features]
+        mask_feats = self.mask_features(features)
+        mask_logits = self.dense_mask_logits(mask_feats) if dense_masks else None
+        return HeadOutputs(cls_logits, box_deltas, mask_logits, mask_feats)
 
+    def mask_features(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Input of the ``mask_pred_XX`` convs per level: the mask trunk output, fused to P2
+        resolution for the tensor bipyramid (Fig. 8)."""
         mask_feats = [self.mask_subnet(x) for x in features]
-        mask_convs = [getattr(self, self.mask_pred_name(v)) for v in self.window_sizes]
+        return fuse_to_finest(mask_feats, self.mask_fuse) if self.bipyramid else mask_feats
+
+    def mask_pred(self, window_idx: int) -> nn.Conv2d:
+        """The 1×1 conv of window size ``window_sizes[window_idx]``."""
+        return getattr(self, self.mask_pred_name(self.window_sizes[window_idx]))
+
+    def dense_mask_logits(self, mask_feats: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Natural mask logits of every window: ``[k][a]`` = ``(N, V_ka, U_ka, H_k, W_k)``."""
         mask_logits: list[list[torch.Tensor]] = []
-        if self.bipyramid:
-            fused = fuse_to_finest(mask_feats, self.mask_fuse)
-            for k, feat in enumerate(fused):
-                mask_logits.append(
-                    [bipyramid_mask_logits(conv(feat), v, k, self.pad_val) for v, conv in zip(self.window_sizes, mask_convs)]
-                )
-        else:
-            for feat in mask_feats:
-                mask_logits.append(
-                    [
-                        baseline_mask_logits(
-                            conv(feat), self.mask_head, v, self.upscale_lambda, self.cfg.interpolation, self.pad_val
-                        )
-                        for v, conv in zip(self.window_sizes, mask_convs)
-                    ]
-                )
-        return HeadOutputs(cls_logits, box_deltas, mask_logits)
+        for k, feat in enumerate(mask_feats):
+            row = []
+            for a, v in enumerate(self.window_sizes):
+                conv = self.mask_pred(a)
+                if self.bipyramid:
+                    row.append(bipyramid_mask_logits(conv(feat), v, k, self.pad_val))
+                else:
+                    row.append(
+                        baseline_mask_logits(conv(feat), self.mask_head, v, self.upscale_lambda, self.cfg.interpolation, self.pad_val)
+                    )
+            mask_logits.append(row)
+        return mask_logits
 
 
 def _check_config(cfg: HeadConfig, num_levels: int) -> None:

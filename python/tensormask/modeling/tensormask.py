@@ -3,7 +3,7 @@ tensor bipyramid), dense label assignment and losses for training, and post-proc
 
 Parameter names follow detectron2's ``projects/TensorMask`` (``backbone.bottom_up.*``,
 ``backbone.fpn_*``, ``backbone.top_block.*``, ``head.*``), so its checkpoints convert 1:1
-(:mod:`tensormask.modeling.convert`).
+(:mod:`tensormask.engine.convert`).
 """
 
 from __future__ import annotations
