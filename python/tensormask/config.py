@@ -114,6 +114,79 @@ class ModelConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+@dataclass
+class DataConfig:
+    """Datasets (COCO format) and input transforms."""
+
+    train_json: str = ""
+    train_images: str = ""
+    val_json: str = ""
+    val_images: str = ""
+    # scale jitter: the shorter side is sampled uniformly in [min, max] (paper: 640–800), longer side capped
+    train_min_size: tuple[int, int] = (640, 800)
+    train_max_size: int = 1333
+    test_min_size: int = 800  # single test scale (§4.3)
+    test_max_size: int = 1333
+    flip_prob: float = 0.5
+    num_workers: int = 2
+    on_error: str = "skip"  # bad images/annotations: "skip" (counted, logged) or "raise"
+
+
+@dataclass
+class SolverConfig:
+    """SGD schedule (§4.2 "Training"; detectron2's 6× schedule)."""
+
+    ims_per_batch: int = 16  # total over all processes (paper: 16 images on 8 GPUs)
+    base_lr: float = 0.02  # at reference_batch images; linear scaling rule for other batch sizes
+    reference_batch: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0  # no weight decay on normalisation parameters (detectron2)
+    max_iter: int = 540_000  # 6× ≈ 72 epochs of COCO at 16 images/iteration
+    steps: tuple[int, ...] = (480_000, 520_000)
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # 0 = off
+    amp: str = "none"  # "bf16" or "fp16" autocast on CUDA
+    checkpoint_period: int = 5000
+    keep_last: int = 3
+    log_period: int = 20
+    eval_period: int = 0  # 0 = evaluate at the end only (when a val set is given)
+
+
+@dataclass
+class Config:
+    """Everything a training run needs; saved inside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    output_dir: str = "output"
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["solver.max_iter=100", "model.head.num_classes=3"]`` → nested dict; values are parsed as
+    YAML scalars/lists (``100`` → int, ``[1, 2]`` → list, ``bf16`` → str)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
 def merge(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
     """Return a copy of dataclass ``cfg`` with nested ``overrides`` applied.
 

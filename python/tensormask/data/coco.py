@@ -1,0 +1,488 @@
+"""COCO-format instance segmentation datasets, read with Pillow and decoded with pycocotools.
+
+The JSON is parsed and validated when the dataset is built: structure errors (not a COCO instances
+file, malformed ``categories``) always raise ``ValueError`` naming the file; bad image entries, missing
+image files and malformed annotations follow ``on_error``:
+
+* ``"skip"``: the item is left out, counted in :attr:`CocoDataset.skipped` (a ``Counter`` by reason)
+  and logged once as a warning naming the JSON file, the image file and the annotation id.
+* ``"raise"``: ``ValueError`` (bad data) or ``OSError`` (missing/corrupt image) naming the same.
+
+Problems only visible when an image is read (corrupt file, size different from the JSON) follow the
+same policy in ``__getitem__``; in skip mode it then returns ``None``, which :func:`collate` drops.
+Instances whose decoded mask is empty (e.g. a degenerate polygon) are always dropped and counted as
+``"empty_mask"``: they carry nothing to learn. Counts made in ``DataLoader`` worker processes stay in
+those processes.
+
+Reasons counted in ``skipped``: ``bad_image_entry``, ``missing_image``, ``corrupt_image``,
+``size_mismatch``, ``bad_annotation``, ``unknown_image_id``, ``unknown_category``, ``bad_bbox``,
+``bad_segmentation``, ``empty_mask``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections import Counter
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from pycocotools import mask as mask_util
+from torch.utils.data import Dataset
+
+from .structures import Sample, masks_to_boxes
+
+__all__ = ["CocoDataset", "load_image", "decode_segmentation", "check_segmentation", "rle_counts"]
+
+logger = logging.getLogger(__name__)
+
+Transform = Callable[[Sample, "torch.Generator | None"], Sample]
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_number(x: Any) -> bool:
+    return (_is_int(x) or isinstance(x, (float, np.floating))) and math.isfinite(float(x))
+
+
+def rle_counts(counts: str | bytes) -> list[int]:
+    """Decode the LEB128-like string of a compressed COCO RLE into run lengths.
+
+    A pure-Python twin of pycocotools' ``rleFrString`` that *checks* its input: the C decoder reads
+    past the end of a truncated string and writes past the mask for counts that do not add up to
+    ``h*w``, so compressed RLEs are validated with this before pycocotools sees them.
+
+    Raises:
+        ValueError: on a character outside the alphabet, a string ending inside a number, or a
+            negative run length.
+    """
+    if isinstance(counts, str):
+        counts = counts.encode("ascii", errors="replace")
+    out: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("compressed RLE string ends inside a run length")
+            c = counts[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"invalid character {chr(counts[p])!r} in compressed RLE string")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        if x < 0:
+            raise ValueError(f"negative run length {x} in compressed RLE string")
+        out.append(x)
+    return out
+
+
+def check_segmentation(seg: Any, height: int | None, width: int | None) -> str | None:
+    """Validate the structure of a COCO ``segmentation`` without decoding it.
+
+    Returns ``None`` if it is well formed, else a message saying what is wrong. ``height``/``width``
+    (the image size) are checked against an RLE's ``size`` and counts when given.
+    """
+    if isinstance(seg, list):
+        for i, poly in enumerate(seg):
+            if not isinstance(poly, list):
+                return f"polygon {i} is a {type(poly).__name__}, expected a list of coordinates"
+            if len(poly) % 2:
+                return f"polygon {i} has an odd number of coordinates ({len(poly)})"
+            if not all(_is_number(v) for v in poly):
+                return f"polygon {i} has non-numeric or non-finite coordinates"
+        return None
+    if isinstance(seg, dict):
+        if "counts" not in seg or "size" not in seg:
+            return "RLE needs 'counts' and 'size'"
+        size = seg["size"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
+            return f"RLE 'size' must be [height, width], got {size!r}"
+        h, w = int(size[0]), int(size[1])
+        if height is not None and width is not None and (h, w) != (height, width):
+            return f"RLE size {[h, w]} differs from the image size {[height, width]}"
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            if not all(_is_int(v) and v >= 0 for v in counts):
+                return "uncompressed RLE 'counts' must be non-negative integers"
+            runs = counts
+        elif isinstance(counts, (str, bytes)):
+            try:
+                runs = rle_counts(counts)
+            except ValueError as e:
+                return str(e)
+        else:
+            return f"RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}"
+        total = int(sum(runs))
+        if total != h * w:
+            return f"RLE run lengths add up to {total}, expected height*width = {h * w}"
+        return None
+    return f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}"
+
+
+def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray:
+    """Decode a (validated, see :func:`check_segmentation`) segmentation to a bool (H, W) mask.
+
+    Polygons with fewer than three points are degenerate and ignored; a segmentation with none left
+    decodes to an empty mask.
+    """
+    if isinstance(seg, list):
+        polys = [p for p in seg if len(p) >= 6]
+        if not polys:
+            return np.zeros((height, width), dtype=bool)
+        rle = mask_util.merge(mask_util.frPyObjects(polys, height, width))
+    elif isinstance(seg["counts"], list):
+        rle = mask_util.frPyObjects(seg, height, width)
+    else:
+        rle = {"size": list(seg["size"]), "counts": seg["counts"]}
+    with warnings.catch_warnings():  # pycocotools' NumPy-2 "copy keyword" DeprecationWarning
+        warnings.simplefilter("ignore", DeprecationWarning)
+        m = mask_util.decode(rle)
+    if m.shape != (height, width):
+        raise ValueError(f"decoded mask has shape {m.shape}, expected {(height, width)}")
+    return np.ascontiguousarray(m, dtype=bool)
+
+
+def load_image(path: str) -> np.ndarray:
+    """Read an image as uint8 (H, W, 3) RGB, applying its EXIF orientation.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        OSError: the file cannot be decoded (truncated, not an image, ...), naming the path.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
+        raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
+    return arr
+
+
+def _load_json(json_path: str) -> dict:
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"COCO annotation file not found: {json_path}")
+    try:
+        with open(json_path, "rb") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{json_path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_path}: a COCO file is a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(
+                f"{json_path}: missing key '{key}' (a COCO instances file has 'images', 'annotations' "
+                f"and 'categories'; found {sorted(data)})"
+            )
+        if not isinstance(data[key], list):
+            raise ValueError(f"{json_path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------- dataset
+class CocoDataset(Dataset):
+    """A COCO-format instance segmentation dataset returning :class:`Sample` objects.
+
+    Args:
+        json_path: COCO instances JSON (``images``, ``annotations``, ``categories``).
+        image_root: folder the images' ``file_name`` are relative to.
+        transform: ``transform(sample, generator) -> sample`` (see :mod:`tensormask.data.transforms`).
+        on_error: ``"skip"`` or ``"raise"`` (see the module docstring).
+        filter_empty: leave out images without (non-crowd) annotations; by default they are kept.
+        min_mask_pixels: instances whose decoded mask has fewer pixels are dropped (``empty_mask``).
+        check_files: check at construction that every image file exists.
+        seed: if given, the transform of item ``i`` gets a generator seeded from ``(seed, epoch, i)``
+            (see :meth:`set_epoch`), so samples are reproducible whatever the worker; if ``None`` it
+            gets ``None`` and uses torch's global RNG (seeded per worker by the DataLoader).
+
+    Attributes:
+        category_names: class names, by contiguous label ``0..K-1`` (categories sorted by id).
+        contiguous_to_category_id: list, contiguous label -> JSON category id.
+        category_id_to_contiguous: dict, JSON category id -> contiguous label.
+        skipped: ``Counter`` of skipped items by reason.
+    """
+
+    def __init__(
+        self,
+        json_path: str | os.PathLike,
+        image_root: str | os.PathLike,
+        transform: Transform | None = None,
+        *,
+        on_error: str = "skip",
+        filter_empty: bool = False,
+        min_mask_pixels: int = 1,
+        check_files: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.json_path = os.fspath(json_path)
+        self.image_root = os.fspath(image_root)
+        self.transform = transform
+        self.on_error = on_error
+        self.min_mask_pixels = max(1, int(min_mask_pixels))
+        self.seed = seed
+        self.epoch = 0
+        self.skipped: Counter[str] = Counter()
+        self._reported: set[tuple[str, Any]] = set()
+
+        data = _load_json(self.json_path)
+        self._parse_categories(data["categories"])
+        images = self._parse_images(data["images"], check_files)
+        self._parse_annotations(data["annotations"], images)
+        records = list(images.values())
+        if filter_empty:
+            records = [r for r in records if any(not a["iscrowd"] for a in r["anns"])]
+        self._records = records
+        if self.skipped:
+            logger.warning("%s: skipped %s", self.json_path, dict(self.skipped))
+
+    # ------------------------------------------------------------------ parsing
+    def _problem(self, reason: str, key: Any, msg: str, exc: type[Exception] = ValueError) -> None:
+        """Raise (``on_error='raise'``) or count and log once (``'skip'``)."""
+        if self.on_error == "raise":
+            raise exc(msg)
+        if (reason, key) not in self._reported:
+            self._reported.add((reason, key))
+            self.skipped[reason] += 1
+            logger.warning("skipping (%s): %s", reason, msg)
+
+    def _parse_categories(self, cats: list) -> None:
+        by_id: dict[int, str] = {}
+        for i, c in enumerate(cats):
+            if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name", ""), str):
+                raise ValueError(
+                    f"{self.json_path}: categories[{i}] must have an integer 'id' and a string 'name': {c!r}"
+                )
+            cid = int(c["id"])
+            if cid in by_id:
+                raise ValueError(f"{self.json_path}: duplicate category id {cid}")
+            by_id[cid] = c.get("name", str(cid))
+        if not by_id:
+            raise ValueError(f"{self.json_path}: 'categories' is empty")
+        self.contiguous_to_category_id: list[int] = sorted(by_id)
+        self.category_id_to_contiguous: dict[int, int] = {c: i for i, c in enumerate(self.contiguous_to_category_id)}
+        self.category_names: list[str] = [by_id[c] for c in self.contiguous_to_category_id]
+
+    def _parse_images(self, entries: list, check_files: bool) -> dict[int, dict]:
+        images: dict[int, dict] = {}
+        self._dropped_images: set[int] = set()
+        for i, e in enumerate(entries):
+            where = f"{self.json_path}: images[{i}]"
+            if not isinstance(e, dict) or not _is_int(e.get("id")) or not isinstance(e.get("file_name"), str):
+                self._problem(
+                    "bad_image_entry", ("index", i), f"{where} needs an integer 'id' and a string 'file_name': {e!r}"
+                )
+                continue
+            iid, fname = int(e["id"]), e["file_name"]
+            where = f"{self.json_path}: image '{fname}' (id {iid})"
+            if iid in images or iid in self._dropped_images:
+                self._problem("bad_image_entry", ("index", i), f"{where}: duplicate image id")
+                continue
+            h, w = e.get("height"), e.get("width")
+            if (h is not None or w is not None) and not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+                self._problem(
+                    "bad_image_entry", iid, f"{where}: 'height'/'width' must be positive integers, got {h!r}/{w!r}"
+                )
+                self._dropped_images.add(iid)
+                continue
+            path = os.path.join(self.image_root, fname)
+            if check_files and not os.path.isfile(path):
+                self._problem("missing_image", iid, f"{where}: image file not found: {path}", FileNotFoundError)
+                self._dropped_images.add(iid)
+                continue
+            images[iid] = {
+                "id": iid,
+                "file_name": fname,
+                "path": path,
+                "height": None if h is None else int(h),
+                "width": None if w is None else int(w),
+                "anns": [],
+            }
+        return images
+
+    def _parse_annotations(self, anns: list, images: dict[int, dict]) -> None:
+        seen_ids: set[int] = set()
+        for i, a in enumerate(anns):
+            if not isinstance(a, dict):
+                self._problem(
+                    "bad_annotation", ("index", i), f"{self.json_path}: annotations[{i}] is not an object: {a!r}"
+                )
+                continue
+            aid = a.get("id")
+            if not _is_int(aid) or aid in seen_ids:
+                what = "a duplicate" if _is_int(aid) else "no integer"
+                self._problem(
+                    "bad_annotation", ("index", i), f"{self.json_path}: annotations[{i}] has {what} 'id' ({aid!r})"
+                )
+                continue
+            aid = int(aid)
+            seen_ids.add(aid)
+            iid = a.get("image_id")
+            if not _is_int(iid) or int(iid) not in images:
+                if _is_int(iid) and int(iid) in self._dropped_images:
+                    continue  # its image was skipped (and counted) already
+                self._problem(
+                    "unknown_image_id",
+                    aid,
+                    f"{self.json_path}: annotation id {aid}: image_id {iid!r} is not in 'images'",
+                )
+                continue
+            img = images[int(iid)]
+            where = f"{self.json_path}: annotation id {aid} of image '{img['file_name']}' (id {img['id']})"
+            cid = a.get("category_id")
+            if not _is_int(cid) or int(cid) not in self.category_id_to_contiguous:
+                self._problem("unknown_category", aid, f"{where}: category_id {cid!r} is not in 'categories'")
+                continue
+            crowd = a.get("iscrowd", 0)
+            if crowd not in (0, 1) or isinstance(crowd, float):
+                self._problem("bad_annotation", aid, f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")
+                continue
+            bbox = a.get("bbox")
+            if bbox is not None and not (
+                isinstance(bbox, list)
+                and len(bbox) == 4
+                and all(_is_number(v) for v in bbox)
+                and bbox[2] >= 0
+                and bbox[3] >= 0
+            ):
+                self._problem(
+                    "bad_bbox", aid, f"{where}: 'bbox' must be [x, y, width, height] with finite numbers, got {bbox!r}"
+                )
+                continue
+            if "segmentation" not in a:
+                self._problem("bad_segmentation", aid, f"{where}: no 'segmentation'")
+                continue
+            seg = a["segmentation"]
+            err = check_segmentation(seg, img["height"], img["width"])
+            if err is not None:
+                self._problem("bad_segmentation", aid, f"{where}: bad segmentation: {err}")
+                continue
+            img["anns"].append(
+                {
+                    "id": aid,
+                    "label": self.category_id_to_contiguous[int(cid)],
+                    "iscrowd": bool(crowd),
+                    "segmentation": seg,
+                }
+            )
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_names)
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [r["id"] for r in self._records]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the seeds of the transforms' generators (only used when ``seed`` is given)."""
+        self.epoch = int(epoch)
+
+    def image_info(self, idx: int) -> dict:
+        """``id``, ``file_name``, ``path``, ``height``, ``width`` of item ``idx`` (without decoding)."""
+        r = self._records[idx]
+        return {k: r[k] for k in ("id", "file_name", "path", "height", "width")}
+
+    def generator(self, idx: int) -> torch.Generator | None:
+        """The generator item ``idx`` gets in this epoch (``None`` without a seed)."""
+        if self.seed is None:
+            return None
+        state = np.random.SeedSequence([int(self.seed), self.epoch, int(idx)]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def load(self, idx: int) -> Sample | None:
+        """Item ``idx`` at its original size, without the transform (``None`` if skipped)."""
+        r = self._records[idx]
+        where = f"image '{r['file_name']}' (id {r['id']}) of {self.json_path}"
+        try:
+            img = load_image(r["path"])
+        except FileNotFoundError as e:
+            self._problem("missing_image", r["id"], f"{where}: {e}", FileNotFoundError)
+            return None
+        except OSError as e:
+            if self.on_error == "raise":
+                raise OSError(f"{where}: {e}") from e
+            self._problem("corrupt_image", r["id"], f"{where}: {e}", OSError)
+            return None
+        h, w = img.shape[:2]
+        if r["height"] is not None and (r["height"], r["width"]) != (h, w):
+            self._problem(
+                "size_mismatch",
+                r["id"],
+                f"{where}: the JSON says {r['height']}x{r['width']} (HxW) but the file is {h}x{w} "
+                "after EXIF orientation",
+            )
+            return None
+
+        masks, labels, ann_ids, crowd = [], [], [], []
+        for a in r["anns"]:
+            awhere = f"annotation id {a['id']} of {where}"
+            err = check_segmentation(a["segmentation"], h, w) if r["height"] is None else None
+            if err is None:
+                try:
+                    m = decode_segmentation(a["segmentation"], h, w)
+                except Exception as e:  # pycocotools errors are not typed
+                    err = f"{type(e).__name__}: {e}"
+            if err is not None:
+                self._problem("bad_segmentation", a["id"], f"{awhere}: bad segmentation: {err}")
+                continue
+            if int(m.sum()) < self.min_mask_pixels:
+                # Not an error: nothing to learn from it. Always dropped, counted once.
+                if ("empty_mask", a["id"]) not in self._reported:
+                    self._reported.add(("empty_mask", a["id"]))
+                    self.skipped["empty_mask"] += 1
+                    logger.warning("dropping %s: its mask has %d pixel(s)", awhere, int(m.sum()))
+                continue
+            if a["iscrowd"]:
+                crowd.append(m)
+            else:
+                masks.append(m)
+                labels.append(a["label"])
+                ann_ids.append(a["id"])
+
+        masks_t = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.bool)
+        crowd_t = torch.from_numpy(np.stack(crowd)) if crowd else torch.zeros((0, h, w), dtype=torch.bool)
+        return Sample(
+            image=torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            masks=masks_t,
+            boxes=masks_to_boxes(masks_t),
+            labels=torch.tensor(labels, dtype=torch.int64),
+            crowd_masks=crowd_t,
+            image_id=r["id"],
+            file_name=r["file_name"],
+            orig_size=(h, w),
+            ann_ids=torch.tensor(ann_ids, dtype=torch.int64),
+        )
+
+    def __getitem__(self, idx: int) -> Sample | None:
+        sample = self.load(idx)
+        if sample is not None and self.transform is not None:
+            sample = self.transform(sample, self.generator(idx))
+        return sample
+
+    def __repr__(self) -> str:
+        return (
+            f"CocoDataset({self.json_path!r}, images={len(self)}, classes={self.num_classes}, "
+            f"on_error={self.on_error!r}, skipped={dict(self.skipped)})"
+        )

@@ -1,0 +1,195 @@
+"""Training/test transforms on :class:`~tensormask.data.structures.Sample`.
+
+Every transform is called as ``t(sample, generator=None) -> sample``; randomness comes only from
+``generator`` (a ``torch.Generator``; ``None`` = torch's global RNG), so a seeded generator gives the
+same output every time. Padding to the FPN's size divisibility is left to the model.
+
+Paper setting (TensorMask §4.4, detectron2): shorter side sampled uniformly from [640, 800] with the
+longer side capped at 1333 and horizontal flips with probability 0.5 for training; shorter side 800
+for testing. The CPU demo uses smaller images (see :func:`build_transforms`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .structures import Sample, masks_to_boxes, nonempty
+
+__all__ = [
+    "Compose",
+    "ResizeShortestEdge",
+    "RandomHorizontalFlip",
+    "build_transforms",
+    "resize_sample",
+    "hflip_sample",
+    "resized_shape",
+]
+
+
+def resized_shape(h: int, w: int, short_edge: int, max_size: int) -> tuple[int, int, float]:
+    """Size after scaling the shorter side to ``short_edge``, the longer capped at ``max_size``.
+
+    Returns ``(new_h, new_w, scale)`` with ``scale`` the factor before rounding (detectron2's rule).
+    """
+    scale = short_edge / min(h, w)
+    if max(h, w) * scale > max_size:
+        scale = max_size / max(h, w)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)), scale
+
+
+def _drop_empty(sample: Sample) -> Sample:
+    """Remove instances and crowd regions whose mask has no pixel left; recompute tight boxes."""
+    keep = nonempty(sample.masks)
+    ckeep = nonempty(sample.crowd_masks)
+    masks = sample.masks[keep]
+    return sample.replace(
+        masks=masks,
+        boxes=masks_to_boxes(masks),
+        labels=sample.labels[keep],
+        ann_ids=sample.ann_ids[keep],
+        crowd_masks=sample.crowd_masks[ckeep],
+    )
+
+
+def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if masks.shape[0] == 0:
+        return torch.zeros((0, *size), dtype=torch.bool, device=masks.device)
+    # nearest-exact samples at pixel centres (plain "nearest" is shifted by half a pixel).
+    out = F.interpolate(masks[None].to(torch.uint8), size=size, mode="nearest-exact")
+    return out[0].bool()
+
+
+def resize_sample(sample: Sample, new_h: int, new_w: int, scale: float | None = None) -> Sample:
+    """Resize image (bilinear, antialiased), masks (nearest at pixel centres) and recompute boxes.
+
+    Instances whose mask vanishes (thinner than a pixel after shrinking) are dropped. ``scale``
+    (default: ``new_h / H``) multiplies the sample's recorded :attr:`Sample.scale`.
+    """
+    h, w = sample.image_size
+    if scale is None:
+        scale = new_h / h
+    if (new_h, new_w) == (h, w):
+        return sample.replace(scale=sample.scale * scale)
+    img = sample.image[None].float()
+    img = F.interpolate(img, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    img = img[0].round_().clamp_(0, 255).to(torch.uint8)
+    out = sample.replace(
+        image=img,
+        masks=_resize_masks(sample.masks, (new_h, new_w)),
+        boxes=torch.zeros((sample.num_instances, 4), dtype=torch.float32),
+        crowd_masks=_resize_masks(sample.crowd_masks, (new_h, new_w)),
+        scale=sample.scale * scale,
+    )
+    return _drop_empty(out)
+
+
+def hflip_sample(sample: Sample) -> Sample:
+    """Mirror image, masks and crowd masks left-right; boxes flipped exactly (x1' = W - x2)."""
+    w = sample.image_size[1]
+    boxes = sample.boxes.clone()
+    boxes[:, 0] = w - sample.boxes[:, 2]
+    boxes[:, 2] = w - sample.boxes[:, 0]
+    return sample.replace(
+        image=sample.image.flip(-1),
+        masks=sample.masks.flip(-1),
+        boxes=boxes,
+        crowd_masks=sample.crowd_masks.flip(-1),
+        flipped=not sample.flipped,
+    )
+
+
+class ResizeShortestEdge:
+    """Scale so the shorter side is ``short_edge_length`` (sampled), the longer at most ``max_size``.
+
+    Args:
+        short_edge_length: an int, or with ``sample_style="range"`` a ``(min, max)`` pair sampled
+            uniformly (integers, inclusive), or with ``"choice"`` a set of values picked uniformly.
+        max_size: cap of the longer side.
+        sample_style: ``"range"`` or ``"choice"``.
+    """
+
+    def __init__(
+        self, short_edge_length: int | Sequence[int], max_size: int = 1333, sample_style: str = "range"
+    ) -> None:
+        if isinstance(short_edge_length, int):
+            short_edge_length = (short_edge_length, short_edge_length)
+        sizes = tuple(int(s) for s in short_edge_length)
+        if sample_style not in ("range", "choice"):
+            raise ValueError(f"sample_style must be 'range' or 'choice', got {sample_style!r}")
+        if not sizes or min(sizes) < 1 or (sample_style == "range" and (len(sizes) != 2 or sizes[0] > sizes[1])):
+            raise ValueError(f"invalid short_edge_length {short_edge_length!r} for sample_style {sample_style!r}")
+        if max_size < max(sizes):
+            raise ValueError(f"max_size {max_size} is smaller than the shorter side {max(sizes)}")
+        self.sizes, self.max_size, self.sample_style = sizes, int(max_size), sample_style
+
+    def sample_short_edge(self, generator: torch.Generator | None = None) -> int:
+        if self.sample_style == "range":
+            lo, hi = self.sizes
+            if lo == hi:
+                return lo
+            return int(torch.randint(lo, hi + 1, (1,), generator=generator).item())
+        return self.sizes[int(torch.randint(len(self.sizes), (1,), generator=generator).item())]
+
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
+        h, w = sample.image_size
+        new_h, new_w, scale = resized_shape(h, w, self.sample_short_edge(generator), self.max_size)
+        return resize_sample(sample, new_h, new_w, scale)
+
+    def __repr__(self) -> str:
+        return (
+            f"ResizeShortestEdge(short_edge_length={self.sizes}, max_size={self.max_size}, "
+            f"sample_style={self.sample_style!r})"
+        )
+
+
+class RandomHorizontalFlip:
+    """Flip left-right with probability ``prob``."""
+
+    def __init__(self, prob: float = 0.5) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        self.prob = float(prob)
+
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
+        # Always draw, so the random stream does not depend on prob being 0 or 1.
+        if torch.rand((1,), generator=generator).item() < self.prob:
+            return hflip_sample(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(prob={self.prob})"
+
+
+class Compose:
+    """Apply transforms in order, all drawing from the same generator."""
+
+    def __init__(self, transforms: Sequence) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
+        for t in self.transforms:
+            sample = t(sample, generator)
+        return sample
+
+    def __repr__(self) -> str:
+        return "Compose([" + ", ".join(repr(t) for t in self.transforms) + "])"
+
+
+def build_transforms(
+    train: bool,
+    min_size_train: Sequence[int] = (640, 800),
+    max_size: int = 1333,
+    min_size_test: int = 800,
+    flip_prob: float = 0.5,
+    sample_style: str = "range",
+) -> Compose:
+    """The paper's pipeline: training = random shorter side in ``min_size_train`` + flip; test = fixed size.
+
+    The demo uses ``min_size_train=(256, 320), min_size_test=288, max_size=512``.
+    """
+    if train:
+        return Compose([ResizeShortestEdge(min_size_train, max_size, sample_style), RandomHorizontalFlip(flip_prob)])
+    return Compose([ResizeShortestEdge(min_size_test, max_size, "range")])
