@@ -12,7 +12,11 @@ import sys
 
 # command → (module, help)
 COMMANDS = {
-    "ops-demo": ("tensormask.demo", "show the 4D tensor ops on a small example"),
+    "demo": ("tensormask.demo", "generate synthetic data, train a tiny model on the CPU, evaluate, draw predictions"),
+    "train": ("tensormask.train", "train a model from a YAML config (torchrun for several processes)"),
+    "eval": ("tensormask.eval", "COCO mask and box AP of a checkpoint on a COCO-format dataset"),
+    "predict": ("tensormask.predict", "draw the detections of a checkpoint on images"),
+    "make-synthetic": ("tensormask.data.synthetic", "write the embedded synthetic COCO-format dataset"),
     "convert-detectron2": ("tensormask.engine.convert", "convert a detectron2 TensorMask checkpoint (.pkl/.pth) to safetensors"),
 }
 

@@ -73,21 +73,29 @@ class TensorMask(nn.Module):
             batch[i, :, : x.shape[1], : x.shape[2]] = (x - self.pixel_mean) / self.pixel_std
         return batch, sizes
 
-    def run_heads(self, batch: torch.Tensor) -> HeadOutputs:
-        """Backbone + FPN + heads on a preprocessed batch ``(N, 3, H, W)``."""
+    def run_heads(self, batch: torch.Tensor, dense_masks: bool = True) -> HeadOutputs:
+        """Backbone + FPN + heads on a preprocessed batch ``(N, 3, H, W)``; with ``dense_masks=False``
+        the mask logits are left to sparse decoding (inference)."""
         features = list(self.backbone(batch).values())
-        return self.head(features)
+        return self.head(features, dense_masks=dense_masks)
 
-    def forward(self, images: Sequence[torch.Tensor], targets: Sequence[InstanceTargets] | None = None):
+    def forward(
+        self,
+        images: Sequence[torch.Tensor],
+        targets: Sequence[InstanceTargets] | None = None,
+        output_sizes: Sequence[tuple[int, int]] | None = None,
+    ):
+        """Training: ``forward(images, targets)`` → ``{"loss_cls", "loss_box", "loss_mask"}``.
+        Inference (eval mode): ``forward(images, output_sizes=None)`` → per image ``{"boxes",
+        "scores", "labels", "masks"}`` at ``output_sizes`` (default: the input sizes)."""
         batch, sizes = self.preprocess(images)
-        outputs = self.run_heads(batch)
         if self.training:
             if targets is None:
                 raise ValueError("TensorMask: training mode needs targets (call model.eval() for inference)")
-            return self.losses(outputs, targets)
+            return self.losses(self.run_heads(batch), targets)
         from .postprocess import postprocess  # inference only
 
-        return postprocess(self, outputs, sizes)
+        return postprocess(self, self.run_heads(batch, dense_masks=False), sizes, output_sizes)
 
     def losses(self, outputs: HeadOutputs, targets: Sequence[InstanceTargets]) -> dict[str, torch.Tensor]:
         """Label assignment (§4.2) on the head's window grid, then the weighted losses."""

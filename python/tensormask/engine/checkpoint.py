@@ -1,0 +1,146 @@
+"""Training checkpoints: written atomically, the last k kept, resumable bit-identically.
+
+A checkpoint is a ``torch.save`` dict with the model, optimizer, LR scheduler and AMP scaler states,
+the RNG states (Python, NumPy, torch CPU and CUDA), the iteration, the full config and the dataset's
+category names and id map, so ``predict --weights W`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_PATTERN = "model_{:07d}.pth"
+_ITER_RE = re.compile(r"model_(\d{7})\.pth$")
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash or kill at any moment leaves either the old file or the new one, never a truncated one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of every random generator training uses."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(folder: str) -> list[tuple[int, str]]:
+    """(iteration, path) of the checkpoints in ``folder``, oldest first."""
+    found = []
+    for path in glob.glob(os.path.join(folder, "model_*.pth")):
+        m = _ITER_RE.search(os.path.basename(path))
+        if m:
+            found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(folder: str, iteration: int, state: dict[str, Any], keep_last: int = 3) -> str:
+    """Write ``model_<iteration>.pth`` atomically, point ``last_checkpoint`` at it, keep the last k."""
+    path = os.path.join(folder, CHECKPOINT_PATTERN.format(iteration))
+    atomic_save(state, path)
+    pointer = os.path.join(folder, "last_checkpoint")
+    tmp = pointer + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(os.path.basename(path) + "\n")
+    os.replace(tmp, pointer)
+    if keep_last > 0:
+        for _, old in list_checkpoints(folder)[:-keep_last]:
+            os.unlink(old)
+    return path
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest loadable checkpoint in ``folder`` (``last_checkpoint`` first, else the highest
+    iteration), or None."""
+    pointer = os.path.join(folder, "last_checkpoint")
+    if os.path.exists(pointer):
+        with open(pointer) as f:
+            path = os.path.join(folder, f.read().strip())
+        if os.path.exists(path):
+            return path
+    found = list_checkpoints(folder)
+    return found[-1][1] if found else None
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint written by :func:`save_checkpoint`, with a clear error otherwise."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated or not a torch file
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a TensorMask training checkpoint (no 'model' entry)")
+    return state
+
+
+def load_inference_model(path: str, device: str | torch.device = "cpu", config=None):
+    """A :class:`~tensormask.modeling.tensormask.TensorMask` in eval mode from a training checkpoint
+    (``.pth``: weights, config and dataset metadata) or a TensorMask safetensors file (converted or
+    exported: config in its metadata).
+
+    Returns:
+        ``(model, meta, cfg)``: ``meta = {"category_names": [...], "contiguous_to_category_id": [...]}``
+        (generic names when the file has none) and the full :class:`tensormask.config.Config`
+        (``config`` if given, else the file's).
+    """
+    from ..config import Config, from_dict
+    from ..modeling.tensormask import TensorMask
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.endswith(".safetensors"):
+        from .convert import load_model
+
+        model = load_model(path, map_location=device)
+        cfg = config if config is not None else Config(model=model.cfg)
+        k = model.cfg.head.num_classes
+        meta = {"category_names": [f"class_{i}" for i in range(k)], "contiguous_to_category_id": list(range(1, k + 1))}
+        return model.to(device).eval(), meta, cfg
+    state = load_checkpoint(path, map_location="cpu")
+    cfg = config if config is not None else from_dict(state.get("config", {}), Config())
+    model = TensorMask(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{path} does not match the model config: {e}") from e
+    k = cfg.model.head.num_classes
+    meta = state.get("dataset") or {
+        "category_names": [f"class_{i}" for i in range(k)],
+        "contiguous_to_category_id": list(range(1, k + 1)),
+    }
+    return model.to(device).eval(), meta, cfg

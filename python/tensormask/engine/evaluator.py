@@ -1,0 +1,130 @@
+"""COCO evaluation: inference over a dataset, results JSON (segm + bbox), pycocotools COCOeval.
+
+Under ``torchrun`` every process takes a shard of the images; the main process gathers the results,
+writes them and evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import CocoDataset, Sample
+from ..data.transforms import build_transforms
+from ..ops import masks_to_rle
+from . import distributed as dist_utils
+
+METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def detections_to_coco(det: dict[str, torch.Tensor], image_id: int, contiguous_to_category_id) -> list[dict[str, Any]]:
+    """COCO result entries (``bbox`` XYWH and ``segmentation`` RLE) of one image's detections."""
+    boxes = det["boxes"].detach().cpu().numpy().astype(np.float64)
+    scores = det["scores"].detach().cpu().numpy().astype(np.float64)
+    labels = det["labels"].detach().cpu().numpy()
+    rles = masks_to_rle(det["masks"].cpu()) if len(boxes) else []
+    out = []
+    for box, score, label, rle in zip(boxes, scores, labels, rles):
+        x1, y1, x2, y2 = box.tolist()
+        out.append({
+            "image_id": int(image_id),
+            "category_id": int(contiguous_to_category_id[int(label)]),
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": float(score),
+            "segmentation": rle,
+        })
+    return out
+
+
+def infer_sample(model, sample: Sample, device: torch.device) -> dict[str, torch.Tensor]:
+    """Detections of one (resized) sample at its ORIGINAL image size."""
+    with torch.no_grad():
+        return model([sample.image.to(device)], output_sizes=[tuple(sample.orig_size)])[0]
+
+
+def run_inference(model, dataset: CocoDataset, device: torch.device, progress: bool = True) -> list[dict[str, Any]]:
+    """COCO results of this process's shard of ``dataset`` (all images when not distributed)."""
+    from tqdm import tqdm
+
+    model.eval()
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    indices = range(rank, len(dataset), world)
+    results: list[dict[str, Any]] = []
+    for i in tqdm(indices, desc="eval", disable=not (progress and rank == 0), dynamic_ncols=True):
+        sample = dataset[i]
+        if sample is None:  # unreadable image: counted in dataset.skipped
+            continue
+        det = infer_sample(model, sample, device)
+        results.extend(detections_to_coco(det, sample.image_id, dataset.contiguous_to_category_id))
+    return results
+
+
+def gather_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not dist_utils.is_distributed():
+        return results
+    parts: list[Any] = [None] * dist_utils.world_size()
+    torch.distributed.all_gather_object(parts, results)
+    return [r for part in parts for r in part]
+
+
+def coco_evaluate(gt_json: str, results: list[dict[str, Any]], iou_types=("segm", "bbox")) -> dict[str, dict[str, float]]:
+    """COCOeval of ``results`` against ``gt_json``; returns ``{iou_type: {AP, AP50, ...}}`` (0–100)
+    and prints pycocotools' standard table."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO(gt_json)
+    metrics: dict[str, dict[str, float]] = {}
+    for iou_type in iou_types:
+        if not results:
+            metrics[iou_type] = {k: 0.0 for k in METRIC_NAMES}
+            continue
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        print(f"--- {iou_type} ---")
+        ev.summarize()
+        metrics[iou_type] = {k: float(v) * 100 for k, v in zip(METRIC_NAMES, ev.stats[:6])}
+    return metrics
+
+
+def write_json(obj: Any, path: str) -> None:
+    """JSON written atomically (temp file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def evaluate(model, json_path: str, image_root: str, output_dir: str, min_size: int, max_size: int,
+             device: torch.device, progress: bool = True, on_error: str = "skip") -> dict[str, dict[str, float]]:
+    """Run ``model`` on a COCO-format dataset and evaluate mask and box AP.
+
+    Writes ``coco_results.json`` (segm + bbox entries) and ``metrics.json`` to ``output_dir``.
+    Returns ``{"segm": {...}, "bbox": {...}}`` with AP values in percent (main process; other
+    processes return ``{}``).
+    """
+    dataset = CocoDataset(json_path, image_root, transform=build_transforms(False, min_size_test=min_size, max_size=max_size),
+                          on_error=on_error)
+    results = gather_results(run_inference(model, dataset, device, progress))
+    if not dist_utils.is_main_process():
+        return {}
+    os.makedirs(output_dir, exist_ok=True)
+    write_json(results, os.path.join(output_dir, "coco_results.json"))
+    metrics = coco_evaluate(json_path, results)
+    write_json(metrics, os.path.join(output_dir, "metrics.json"))
+    return metrics
+
+
+def format_table(metrics: dict[str, dict[str, float]]) -> str:
+    """A markdown table of the AP metrics."""
+    lines = ["| | " + " | ".join(METRIC_NAMES) + " |", "|---" * (len(METRIC_NAMES) + 1) + "|"]
+    for iou_type, values in metrics.items():
+        name = {"segm": "mask", "bbox": "box"}.get(iou_type, iou_type)
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.1f}" for k in METRIC_NAMES) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Inference post-processing (paper §4.3, §A.4): from dense head outputs to at most 100 detections
+per image with binary masks at the requested output resolution.
+
+Per image: sigmoid class scores of all windows × classes, score threshold, top-k candidates, box
+decoding (regressed boxes, or the masks' bounding boxes for §A.4's NMS on mask boxes), class-aware
+NMS, then the masks of the kept windows only are decoded sparsely (:func:`decode_head_windows`,
+native :func:`tensormask.ops.decode_windows`) and pasted into the image (native
+:func:`tensormask.ops.paste_masks`). Nothing dense beyond the class scores is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..ops import batched_nms, paste_masks
+from ..ops.decode import decode_windows, gather_natural_windows, upscale_natural_windows
+from .heads import HeadOutputs, TensorMaskHead, permute_to_N_HWA_K
+from .losses import window_index_table
+from .targets import window_boxes
+
+
+def decode_head_windows(head: TensorMaskHead, features: torch.Tensor, level: int, window_idx: int,
+                        windows: torch.Tensor) -> torch.Tensor:
+    """Natural mask logits of a list of windows of one (level, window size), for any mask head.
+
+    Equal to ``head(...).mask_logits[level][window_idx][n, :, :, y, x]`` for each row ``(n, y, x)`` of
+    ``windows``, without building the dense mask logits.
+
+    Args:
+        head: the model's :class:`TensorMaskHead`.
+        features: ``head.mask_features(...)[level]`` — ``(N, C, H, W)``: the fused P2-resolution map
+            (tensor bipyramid) or the mask trunk output of the level.
+        level: FPN level k.
+        window_idx: index a into ``head.window_sizes``.
+        windows: ``(P, 3)`` int64 rows ``(n, y, x)`` on the level's grid.
+
+    Returns:
+        ``(P, V, V)`` logits, V = ``head.output_size(level, window_idx)``.
+    """
+    conv = head.mask_pred(window_idx)
+    v = head.window_sizes[window_idx]
+    if head.bipyramid:
+        return decode_windows(features, conv.weight, conv.bias, windows, v, v, 2**level, True, "bilinear", head.pad_val)
+    if head.mask_head == "simple_natural":
+        return gather_natural_windows(features, conv.weight, conv.bias, windows, v, v)
+    if head.mask_head == "simple_aligned":
+        return decode_windows(features, conv.weight, conv.bias, windows, v, v, 1, True, "bilinear", head.pad_val)
+    lam = head.upscale_lambda
+    coarse = v // lam
+    if head.mask_head == "upscale_natural":
+        return upscale_natural_windows(features, conv.weight, conv.bias, windows, coarse, coarse, lam)
+    return decode_windows(features, conv.weight, conv.bias, windows, coarse, coarse, lam, False,
+                          head.cfg.interpolation, head.pad_val)
+
+
+def _decode_soft_masks(head: TensorMaskHead, mask_features: Sequence[torch.Tensor], image: int,
+                       index: torch.Tensor) -> list[torch.Tensor]:
+    """Sigmoid masks of windows given as rows (level, a, y, x) of one image, in row order."""
+    out: list[torch.Tensor | None] = [None] * len(index)
+    for k in range(len(mask_features)):
+        for a in range(len(head.window_sizes)):
+            sel = torch.nonzero((index[:, 0] == k) & (index[:, 1] == a)).squeeze(1)
+            if sel.numel() == 0:
+                continue
+            rows = torch.cat((torch.full_like(sel[:, None], image), index[sel][:, 2:]), dim=1)
+            logits = decode_head_windows(head, mask_features[k], k, a, rows)
+            for i, m in zip(sel.tolist(), logits.sigmoid()):
+                out[i] = m
+    return out  # type: ignore[return-value]
+
+
+def _mask_boxes(soft: Sequence[torch.Tensor], wboxes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Bounding boxes (image px) of the window-grid pixels above ``threshold`` (§A.4 mask-box NMS);
+    a mask with no such pixel gets its window's centre point."""
+    boxes = []
+    for m, wb in zip(soft, wboxes):
+        v = m.shape[0]
+        sigma = (wb[2] - wb[0]) / v
+        ys, xs = torch.nonzero(m >= threshold, as_tuple=True)
+        if ys.numel() == 0:
+            c = torch.stack(((wb[0] + wb[2]) / 2, (wb[1] + wb[3]) / 2))
+            boxes.append(torch.cat((c, c)))
+            continue
+        boxes.append(torch.stack((wb[0] + xs.min() * sigma, wb[1] + ys.min() * sigma,
+                                  wb[0] + (xs.max() + 1) * sigma, wb[1] + (ys.max() + 1) * sigma)))
+    return torch.stack(boxes) if boxes else wboxes.new_zeros((0, 4))
+
+
+@torch.no_grad()
+def postprocess(model, outputs: HeadOutputs, input_sizes: Sequence[tuple[int, int]],
+                output_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, torch.Tensor]]:
+    """Detections of a batch.
+
+    Args:
+        model: the :class:`~tensormask.modeling.tensormask.TensorMask` (its head, box coder, strides and
+            ``cfg.inference``).
+        outputs: head outputs of the batch (class logits, box deltas, mask features).
+        input_sizes: N (H_i, W_i) sizes of the images as fed to the network (before padding).
+        output_sizes: N sizes to report detections at (e.g. the original image sizes); default the
+            input sizes. Boxes are scaled and masks pasted directly at this resolution.
+
+    Returns:
+        per image ``{"boxes": (D, 4) XYXY px, "scores": (D,), "labels": (D,) int64 contiguous ids,
+        "masks": (D, H_out, W_out) bool}``, D ≤ ``detections_per_image``, by decreasing score.
+    """
+    cfg = model.cfg.inference
+    head: TensorMaskHead = model.head
+    output_sizes = list(output_sizes) if output_sizes is not None else list(input_sizes)
+    num_classes, num_sizes = head.num_classes, len(head.window_sizes)
+    level_sizes = [tuple(x.shape[-2:]) for x in outputs.cls_logits]
+    device = outputs.cls_logits[0].device
+    table = window_index_table(level_sizes, num_sizes, device=device)
+    logits = torch.cat([permute_to_N_HWA_K(x, num_classes) for x in outputs.cls_logits], dim=1)
+    deltas = None
+    if outputs.box_deltas is not None:
+        deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in outputs.box_deltas], dim=1)
+    mask_features = outputs.mask_features
+    if mask_features is None:
+        raise ValueError("postprocess needs the head's mask features (run the head with dense_masks=False)")
+    results = []
+    for n, ((h_in, w_in), (h_out, w_out)) in enumerate(zip(input_sizes, output_sizes)):
+        scores = logits[n].flatten().sigmoid()
+        cand = torch.nonzero(scores > cfg.score_thresh).squeeze(1)
+        cand_scores, order = scores[cand].sort(descending=True)
+        cand = cand[order[: cfg.topk_candidates]]
+        cand_scores = cand_scores[: cfg.topk_candidates]
+        labels = cand % num_classes
+        win = cand // num_classes
+        index = table[win]
+        wboxes = window_boxes(index, model.strides, head.window_sizes)
+        soft = None
+        if cfg.nms_on == "mask_box" or deltas is None:
+            soft = _decode_soft_masks(head, mask_features, n, index)
+            boxes = _mask_boxes(soft, wboxes, cfg.mask_threshold)
+        else:
+            boxes = model.box_coder.apply_deltas(deltas[n][win].float(), wboxes)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w_in)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h_in)
+        keep = batched_nms(boxes, cand_scores, labels, cfg.nms_thresh)[: cfg.detections_per_image]
+        index, wboxes, boxes = index[keep], wboxes[keep], boxes[keep]
+        if soft is not None:
+            soft = [soft[i] for i in keep.tolist()]
+        else:
+            soft = _decode_soft_masks(head, mask_features, n, index)
+        sx, sy = w_out / w_in, h_out / h_in
+        scale = boxes.new_tensor([sx, sy, sx, sy])
+        boxes, wboxes = boxes * scale, wboxes * scale
+        masks = torch.zeros((len(keep), h_out, w_out), dtype=torch.bool, device=device)
+        sizes = torch.tensor([m.shape[0] for m in soft], device=device) if soft else torch.zeros(0, device=device)
+        for size in sizes.unique().tolist():
+            sel = torch.nonzero(sizes == size).squeeze(1)
+            grids = torch.stack([soft[i] for i in sel.tolist()]).float()
+            masks[sel] = paste_masks(grids, wboxes[sel].float(), h_out, w_out, cfg.mask_threshold)
+        results.append({"boxes": boxes, "scores": cand_scores[keep], "labels": labels[keep], "masks": masks})
+    return results
