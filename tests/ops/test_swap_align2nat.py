@@ -469,3 +469,59 @@ def test_property_up_align2nat_matches_reference(case):
 @given(case=resample_cases(subsample=True))
 def test_property_swap_align2nat_matches_reference(case):
     _check_case("swap_align2nat", case)
+
+
+# ---------------------------------------------------------------------------------------------------
+# swap_align2nat_windows: the dense op (checked against the reference above) indexed at windows.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _random_windows(n, ho, wo, p, seed):
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.stack([torch.randint(0, n, (p,), generator=g), torch.randint(0, ho, (p,), generator=g),
+                        torch.randint(0, wo, (p,), generator=g)], dim=1)
+    corners = torch.tensor([[0, 0, 0], [n - 1, ho - 1, wo - 1], [0, 0, wo - 1], [n - 1, ho - 1, 0]])
+    return torch.cat([rows, corners])
+
+
+@pytest.mark.parametrize("subsample", [True, False])
+@pytest.mark.parametrize("lam", [1, 2, 3, 5])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_windows_equal_dense_forward_and_backward(subsample, lam, mode):
+    x = torch.randn(2, 3, 4, 9, 7, dtype=torch.float64, requires_grad=True)
+    dense = (ops.swap_align2nat if subsample else ops.up_align2nat)(x, lam, mode, -2.0)
+    windows = _random_windows(2, dense.shape[3], dense.shape[4], 5, seed=lam)
+    sparse = ops.swap_align2nat_windows(x, windows, lam, subsample, mode, -2.0)
+    picked = dense[windows[:, 0], :, :, windows[:, 1], windows[:, 2]]
+    torch.testing.assert_close(sparse, picked, rtol=0, atol=1e-12)
+    g = torch.randn_like(sparse)
+    (gs,) = torch.autograd.grad(sparse, x, g)
+    (gd,) = torch.autograd.grad(picked, x, g)
+    torch.testing.assert_close(gs, gd, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: ops.swap_align2nat_windows(t, windows, lam, subsample, mode, -2.0), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: ops.swap_align2nat_windows(t, windows, lam, subsample, mode, -2.0), (x,))
+
+
+def test_windows_opcheck_and_errors():
+    x = torch.randn(2, 3, 3, 6, 6, requires_grad=True)
+    windows = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    torch.library.opcheck(torch.ops.tensormask.swap_align2nat_windows.default, (x, windows, 2, True, "bilinear", -6.0))
+    with pytest.raises(ValueError, match="`windows` row 0"):
+        ops.swap_align2nat_windows(x, torch.tensor([[2, 0, 0]]), 2)
+    with pytest.raises(ValueError, match="`windows`"):
+        ops.swap_align2nat_windows(x, torch.zeros(3, 2, dtype=torch.int64), 2)
+    with pytest.raises(TypeError, match="`windows`"):
+        ops.swap_align2nat_windows(x, windows.int(), 2)
+    assert ops.swap_align2nat_windows(x, torch.zeros(0, 3, dtype=torch.int64), 2).shape == (0, 6, 6)
+
+
+def test_windows_backward_is_deterministic_across_threads():
+    x = torch.randn(2, 5, 5, 20, 20, requires_grad=True)
+    windows = _random_windows(2, 10, 10, 40, seed=0)
+    g = torch.randn(len(windows), 10, 10)
+    grads = []
+    for threads in (1, 2):
+        with num_threads(threads):
+            (gx,) = torch.autograd.grad(ops.swap_align2nat_windows(x, windows, 2), x, g)
+        grads.append(gx)
+    assert torch.equal(grads[0], grads[1])

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HeadConfig
-from ..ops import swap_align2nat, up_align2nat
+from ..ops import swap_align2nat, swap_align2nat_windows, up_align2nat
 from .bipyramid import bipyramid_mask_logits, build_mask_fuse, fuse_to_finest
 
 MASK_HEADS = ("simple_natural", "simple_aligned", "upscale_natural", "upscale_aligned", "bipyramid")
@@ -219,10 +219,16 @@ class TensorMaskHead(nn.Module):
             init_modules.append(self.mask_fuse)
 
         # detectron2 initialisation: N(0, 0.01) weights, zero biases; class prior on the class bias.
+        # init="kaiming" uses He-normal weights in the conv trunks instead (narrow heads trained from
+        # scratch, like the CPU demo's, barely pass a signal through N(0, 0.01) layers).
+        predictors = {self.cls_score, self.bbox_pred, *(getattr(self, self.mask_pred_name(v)) for v in self.window_sizes)}
         for module in init_modules:
             for layer in module.modules():
                 if isinstance(layer, nn.Conv2d):
-                    nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+                    if cfg.init == "kaiming" and layer not in predictors:
+                        nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                    else:
+                        nn.init.normal_(layer.weight, mean=0.0, std=0.01)
                     nn.init.constant_(layer.bias, 0.0)
         nn.init.constant_(self.cls_score.bias, -math.log((1.0 - cfg.prior_prob) / cfg.prior_prob))
 
@@ -299,6 +305,35 @@ class TensorMaskHead(nn.Module):
         """The 1×1 conv of window size ``window_sizes[window_idx]``."""
         return getattr(self, self.mask_pred_name(self.window_sizes[window_idx]))
 
+    def window_mask_logits(
+        self, mask_feats: Sequence[torch.Tensor], level: int, window_idx: int, windows: torch.Tensor
+    ) -> torch.Tensor:
+        """Natural mask logits of a list of windows, differentiable (training computes the mask loss
+        at positive windows only, without the dense logits).
+
+        Args:
+            mask_feats: :meth:`mask_features` of the batch.
+            level: level k; window_idx: index a into ``window_sizes``.
+            windows: ``(P, 3)`` int64 rows ``(n, y, x)`` on level k's grid.
+
+        Returns:
+            ``(P, V, V)`` equal to ``dense_mask_logits(mask_feats)[k][a][n, :, :, y, x]``.
+        """
+        v = self.window_sizes[window_idx]
+        out = self.mask_pred(window_idx)(mask_feats[level])
+        if self.bipyramid:
+            return swap_align2nat_windows(to_4d(out, v, v), windows, 2**level, True, "bilinear", self.pad_val)
+        if self.mask_head == "simple_aligned":
+            return swap_align2nat_windows(to_4d(out, v, v), windows, 1, True, "bilinear", self.pad_val)
+        if self.mask_head == "simple_natural":
+            return to_4d(out, v, v)[windows[:, 0], :, :, windows[:, 1], windows[:, 2]]
+        lam = self.upscale_lambda
+        coarse = to_4d(out, v // lam, v // lam)
+        if self.mask_head == "upscale_aligned":
+            return swap_align2nat_windows(coarse, windows, lam, False, self.cfg.interpolation, self.pad_val)
+        picked = coarse[windows[:, 0], :, :, windows[:, 1], windows[:, 2]]  # (P, V̂, Û)
+        return upscale_natural(picked[..., None, None], lam)[..., 0, 0]
+
     def dense_mask_logits(self, mask_feats: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Natural mask logits of every window: ``[k][a]`` = ``(N, V_ka, U_ka, H_k, W_k)``."""
         mask_logits: list[list[torch.Tensor]] = []
@@ -325,6 +360,8 @@ def _check_config(cfg: HeadConfig, num_levels: int) -> None:
         raise ValueError(f"num_levels must be positive, got {num_levels}")
     if cfg.num_classes < 1 or cfg.num_convs < 0:
         raise ValueError(f"need num_classes ≥ 1 and num_convs ≥ 0, got {cfg.num_classes} and {cfg.num_convs}")
+    if cfg.init not in ("normal", "kaiming"):
+        raise ValueError(f"head.init must be 'normal' or 'kaiming', got {cfg.init!r}")
     if not 0.0 < cfg.prior_prob < 1.0:
         raise ValueError(f"prior_prob must lie in (0, 1), got {cfg.prior_prob}")
     sizes = tuple(cfg.window_sizes)

@@ -12,7 +12,7 @@ windows is ``offset_k + (y·W_k + x)·A + a`` with ``offset_k = Σ_{j<k} H_j·W_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -271,6 +271,7 @@ def tensormask_losses(
     targets: WindowTargets,
     cfg: LossConfig,
     average_over_processes: bool = True,
+    window_mask_logits: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """All TensorMask losses of a batch.
 
@@ -285,18 +286,24 @@ def tensormask_losses(
         cfg: ``focal_gamma``, ``focal_alpha``, ``box_loss_weight``, ``mask_loss_weight``,
             ``mask_pos_weight``.
         average_over_processes: see :func:`normalizer`.
+        window_mask_logits: ``f(k, a, windows (P, 3) rows (n, y, x)) -> (P, V, U)`` mask logits of
+            given windows; used when ``outputs.mask_logits`` is None (sparse training:
+            :meth:`TensorMaskHead.window_mask_logits`).
 
     Returns:
         ``{"loss_cls", "loss_box", "loss_mask"}`` scalars; ``loss_box`` is absent when the model has
         no box head (``outputs.box_deltas is None``).
     """
     num_levels = len(outputs.cls_logits)
-    num_windows = len(outputs.mask_logits[0])
-    if len(outputs.mask_logits) != num_levels:
+    dense = outputs.mask_logits is not None
+    if not dense and window_mask_logits is None:
+        raise ValueError("tensormask_losses: no dense mask logits and no window_mask_logits function")
+    num_windows = len(outputs.mask_logits[0]) if dense else len(targets.mask_target[0])
+    if dense and len(outputs.mask_logits) != num_levels:
         raise ValueError(f"{len(outputs.mask_logits)} mask levels for {num_levels} class levels")
     num_classes = outputs.cls_logits[0].shape[1] // num_windows
     level_sizes = [tuple(x.shape[-2:]) for x in outputs.cls_logits]
-    for k in range(num_levels):
+    for k in range(num_levels if dense else 0):
         for a in range(num_windows):
             if tuple(outputs.mask_logits[k][a].shape[-2:]) != level_sizes[k]:
                 raise ValueError(
@@ -342,12 +349,15 @@ def tensormask_losses(
     loss_mask = _at_least_f32(ref.new_zeros(()))
     for k in range(num_levels):
         for a in range(num_windows):
-            pred_masks = outputs.mask_logits[k][a]  # (N, V, U, H_k, W_k)
             m = targets.mask_target[k][a]
             count = 0 if m is None else m.shape[0]
             idx = pos_index[order[start : start + count]]
             start += count
-            pred = _at_least_f32(pred_masks[idx[:, IMAGE], :, :, idx[:, Y], idx[:, X]])  # (P_ka, V, U)
+            if dense:
+                pred_masks = outputs.mask_logits[k][a]  # (N, V, U, H_k, W_k)
+                pred = _at_least_f32(pred_masks[idx[:, IMAGE], :, :, idx[:, Y], idx[:, X]])  # (P_ka, V, U)
+            else:  # called for empty groups too, so every mask conv stays in the graph (DDP)
+                pred = _at_least_f32(window_mask_logits(k, a, idx[:, [IMAGE, Y, X]]))
             if m is None:
                 m = pred.new_zeros(pred.shape)
             loss_mask = loss_mask + mask_bce_loss(pred, m, cfg.mask_pos_weight)

@@ -92,13 +92,14 @@ class TensorMask(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("TensorMask: training mode needs targets (call model.eval() for inference)")
-            return self.losses(self.run_heads(batch), targets)
+            return self.losses(self.run_heads(batch, dense_masks=False), targets)
         from .postprocess import postprocess  # inference only
 
         return postprocess(self, self.run_heads(batch, dense_masks=False), sizes, output_sizes)
 
     def losses(self, outputs: HeadOutputs, targets: Sequence[InstanceTargets]) -> dict[str, torch.Tensor]:
-        """Label assignment (§4.2) on the head's window grid, then the weighted losses."""
+        """Label assignment (§4.2) on the head's window grid, then the weighted losses. With sparse
+        head outputs (``mask_logits`` None) the mask logits are computed at the positive windows only."""
         level_sizes = [tuple(x.shape[-2:]) for x in outputs.cls_logits]
         window_targets = build_targets(
             [t.to(self.device) for t in targets],
@@ -110,5 +111,12 @@ class TensorMask(nn.Module):
             self.cfg.assign,
             self.box_coder if self.cfg.head.box_head else None,
         )
-        return tensormask_losses(outputs, window_targets, self.cfg.loss)
+        if outputs.mask_logits is not None:
+            return tensormask_losses(outputs, window_targets, self.cfg.loss)
+        feats = outputs.mask_features
+
+        def window_mask_logits(k: int, a: int, windows: torch.Tensor) -> torch.Tensor:
+            return self.head.window_mask_logits(feats, k, a, windows)
+
+        return tensormask_losses(outputs, window_targets, self.cfg.loss, window_mask_logits=window_mask_logits)
 

@@ -88,3 +88,50 @@ torch.library.register_fake("tensormask::up_align2nat")(_fake_forward("up_align2
 torch.library.register_fake("tensormask::swap_align2nat")(_fake_forward("swap_align2nat", True))
 torch.library.register_fake("tensormask::up_align2nat_backward")(_fake_backward("up_align2nat_backward", False))
 torch.library.register_fake("tensormask::swap_align2nat_backward")(_fake_backward("swap_align2nat_backward", True))
+
+
+def swap_align2nat_windows(
+    x: torch.Tensor, windows: torch.Tensor, lam: int, subsample: bool = True, mode: str = "bilinear", pad_val: float = -6.0
+) -> torch.Tensor:
+    """The natural masks of a list of windows of :func:`swap_align2nat` (``subsample=True``) or
+    :func:`up_align2nat` (``subsample=False``), differentiable w.r.t. ``x``.
+
+    ``out[p] = op(x, lam, mode, pad_val)[n, :, :, y, x]`` for ``windows[p] = (n, y, x)``, computed
+    without the dense output: training needs mask logits only at the positive windows.
+
+    Args:
+        x: aligned tensor ``(N, V̂, Û, H, W)``.
+        windows: ``(P, 3)`` int64 rows ``(n, y, x)`` on the op's output grid (``⌈H/λ⌉ × ⌈W/λ⌉`` when
+            subsampling, ``H × W`` otherwise).
+        lam, mode, pad_val: as :func:`swap_align2nat`.
+
+    Returns:
+        ``(P, λV̂, λÛ)`` natural masks, σ_VU = σ_HW of ``x``.
+    """
+    return torch.ops.tensormask.swap_align2nat_windows(x, windows, lam, subsample, mode, pad_val)
+
+
+def _check_windows_arg(windows: torch.Tensor, op: str) -> None:
+    if windows.dim() != 2 or windows.shape[1] != 3:
+        raise ValueError(f"{op}: `windows` must be a (P, 3) tensor of rows (n, y, x), got shape {tuple(windows.shape)}")
+    if windows.dtype != torch.int64:
+        raise TypeError(f"{op}: `windows` must be int64, got {windows.dtype}")
+
+
+@torch.library.register_fake("tensormask::swap_align2nat_windows")
+def _swap_align2nat_windows_fake(x, windows, lam, subsample=True, mode="bilinear", pad_val=-6.0):
+    op = "swap_align2nat_windows"
+    check_4d_tensor(x, op)
+    check_positive(lam, op, "lam")
+    check_mode(mode, op)
+    _check_windows_arg(windows, op)
+    return x.new_empty((windows.shape[0], lam * x.shape[1], lam * x.shape[2]))
+
+
+@torch.library.register_fake("tensormask::swap_align2nat_windows_backward")
+def _swap_align2nat_windows_backward_fake(grad, windows, lam, subsample, mode, N, V, U, H, W):
+    op = "swap_align2nat_windows_backward"
+    check_positive(lam, op, "lam")
+    check_mode(mode, op)
+    _check_windows_arg(windows, op)
+    return grad.new_empty((N, V, U, H, W))

@@ -62,4 +62,23 @@ inline SwapGeometry check_backward(const at::Tensor& grad, int64_t lam, c10::str
   return g;
 }
 
+// Validates a (P, 3) int64 list of windows (n, y, x) of an output grid N × Ho × Wo on `device`;
+// the range check reads the data (one device synchronisation on CUDA).
+inline void check_window_rows(const at::Tensor& windows, int64_t N, int64_t Ho, int64_t Wo, const at::Device& device,
+                              const char* op) {
+  TORCH_CHECK_VALUE(windows.dim() == 2 && windows.size(1) == 3, op,
+                    ": `windows` must be a (P, 3) tensor of rows (n, y, x), got shape ", windows.sizes());
+  TORCH_CHECK_TYPE(windows.scalar_type() == at::kLong, op, ": `windows` must be int64, got ", windows.scalar_type());
+  TORCH_CHECK_VALUE(windows.device() == device, op, ": `windows` is on ", windows.device(), " but the input is on ",
+                    device);
+  if (windows.size(0) == 0) return;
+  const at::Tensor w = windows.cpu();
+  const auto a = w.accessor<int64_t, 2>();
+  for (int64_t p = 0; p < w.size(0); ++p) {
+    TORCH_CHECK_VALUE(a[p][0] >= 0 && a[p][0] < N && a[p][1] >= 0 && a[p][1] < Ho && a[p][2] >= 0 && a[p][2] < Wo, op,
+                      ": `windows` row ", p, " = (", a[p][0], ", ", a[p][1], ", ", a[p][2],
+                      ") is outside the output grid N × Ho × Wo = ", N, " × ", Ho, " × ", Wo);
+  }
+}
+
 }  // namespace tensormask::detail

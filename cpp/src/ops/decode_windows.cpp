@@ -1,0 +1,250 @@
+// decode_windows: schema, CPU kernel and the (refusing) autograd kernel of sparse mask decoding.
+//
+// The natural masks of P windows straight from the mask-head features: the 1×1 conv `mask_pred_XX`
+// is evaluated only at the (channel, position) pairs the windows read, then interpolated exactly as
+// swap_align2nat / up_align2nat would. The plan (which pairs, which weights) and the work bounds are
+// described in tensormask/detail/decode.h; the sampling itself is that of tensormask/detail/sampling.h.
+//
+// CPU kernel, per window (windows in parallel, at::parallel_for), reading the features in place (NCHW):
+//   1. The tap table T (see decode.h) is filled feature row by feature row: the pairs of axis V are
+//      sorted by spatial offset d, so the 1–3 pairs (iv, d) that read row iy = y·s + d are consecutive;
+//      the pairs of axis U are sorted by window index, so the pairs (iu, d_u) of one iu form runs of
+//      consecutive columns ix = x·s + d_u (≈ 2λ + 1 long for bilinear λ ≥ 2).
+//   2. For each such row group and each run, in blocks of L = 32 bytes of pixels (8 floats): the ≤ 3
+//      conv channels iv·Û + iu at those L pixels, Σ_c weight[ch, c] · features[n, c, iy, ix..ix+L),
+//      as L-wide vector multiply-adds, one vector load of features per channel c shared by the ≤ 3
+//      channels (conv_block). No transposition of the features is needed.
+//   3. out[v, u] = Σ_{i,j < 4} w_v[i]·w_u[j]·T[tap_v[i]][tap_u[j]], the padding row/column of T (and
+//      the entries outside the map) holding pad_val.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "tensormask/detail/decode.h"
+#include "tensormask/ops.h"
+
+namespace tensormask::ops {
+namespace {
+
+constexpr const char* kOp = "decode_windows";
+
+// Pixels per block of the CPU kernel: 32 bytes, as two 16-byte vectors (GCC/Clang vector extensions,
+// one SSE register each on baseline x86-64; 32-byte vector types would be lowered through memory).
+template <typename acc_t>
+constexpr int64_t kLanes = 32 / sizeof(acc_t);
+
+// out[g·L + j] = Σ_c w[g][c] · f[c·plane + j] for G ≤ 3 weight rows and j < L = kLanes: G channel rows
+// of the 1×1 conv at L consecutive pixels of one feature row (NCHW, plane = H·W), read in place.
+// f[c·plane + j] must be readable for every j < L. Not inlined: inside the large kernel GCC spills the
+// accumulators to the stack.
+template <int G, typename scalar_t, typename acc_t>
+__attribute__((noinline)) void conv_block(const acc_t* const* w, const scalar_t* f, int64_t plane, int64_t C,
+                                          acc_t* out) {
+  typedef acc_t Vec __attribute__((vector_size(16)));
+  constexpr int64_t H = 16 / sizeof(acc_t);  // lanes of one Vec; L = 2·H
+  Vec lo0{}, hi0{}, lo1{}, hi1{}, lo2{}, hi2{};
+  for (int64_t c = 0; c < C; ++c) {
+    Vec flo, fhi;
+    const scalar_t* fc = f + c * plane;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      std::memcpy(&flo, fc, sizeof(Vec));
+      std::memcpy(&fhi, fc + H, sizeof(Vec));
+    } else {
+      for (int64_t j = 0; j < H; ++j) {
+        flo[j] = static_cast<acc_t>(fc[j]);
+        fhi[j] = static_cast<acc_t>(fc[H + j]);
+      }
+    }
+    const acc_t w0 = w[0][c];
+    lo0 += flo * w0;
+    hi0 += fhi * w0;
+    if constexpr (G > 1) {
+      const acc_t w1 = w[1][c];
+      lo1 += flo * w1;
+      hi1 += fhi * w1;
+    }
+    if constexpr (G > 2) {
+      const acc_t w2 = w[2][c];
+      lo2 += flo * w2;
+      hi2 += fhi * w2;
+    }
+  }
+  std::memcpy(out, &lo0, sizeof(Vec));
+  std::memcpy(out + H, &hi0, sizeof(Vec));
+  if constexpr (G > 1) {
+    std::memcpy(out + 2 * H, &lo1, sizeof(Vec));
+    std::memcpy(out + 3 * H, &hi1, sizeof(Vec));
+  }
+  if constexpr (G > 2) {
+    std::memcpy(out + 4 * H, &lo2, sizeof(Vec));
+    std::memcpy(out + 5 * H, &hi2, sizeof(Vec));
+  }
+}
+
+// The same for n ≤ L pixels with scalar loads (the last columns of the map, where L are not readable).
+template <typename scalar_t, typename acc_t>
+void conv_block_tail(const acc_t* const* w, int count, const scalar_t* f, int64_t plane, int64_t C, int64_t n,
+                     acc_t* out) {
+  constexpr int64_t L = kLanes<acc_t>;
+  std::fill(out, out + count * L, acc_t(0));
+  for (int64_t c = 0; c < C; ++c) {
+    const scalar_t* fc = f + c * plane;
+    for (int g = 0; g < count; ++g) {
+      const acc_t wc = w[g][c];
+      for (int64_t j = 0; j < n; ++j) out[g * L + j] += wc * static_cast<acc_t>(fc[j]);
+    }
+  }
+}
+
+// A run of pairs of axis U with one window index iu and consecutive spatial offsets: pairs b0 + j,
+// offsets shift + j, j < len ≤ kLanes.
+struct URun {
+  int64_t b0, len, chan, shift;
+};
+
+template <typename scalar_t>
+void decode_cpu_kernel(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
+                       const int64_t* win, const detail::DecodeShape& s, double pad_val, at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t L = kLanes<acc_t>;
+  const detail::SwapGeometry& g = s.g;
+  // Axis V by spatial offset (the pairs of one feature row are consecutive), axis U by window index.
+  const auto pv = detail::make_axis_plan<acc_t>(g.Vi, g.Vo, g.lam, g.nearest, /*by_channel=*/false);
+  const auto pu = detail::make_axis_plan<acc_t>(g.Ui, g.Uo, g.lam, g.nearest, /*by_channel=*/true);
+  const int64_t Kv = pv.count(), Ku = pu.count(), row = Ku + 1;
+  const int64_t C = s.C, H = s.H, W = s.W, Ui = g.Ui, stride = g.stride, plane = H * W;
+  const acc_t pad = static_cast<acc_t>(pad_val);
+
+  std::vector<URun> runs;
+  for (int64_t b = 0; b < Ku;) {
+    int64_t e = b + 1;
+    while (e < Ku && e - b < L && pu.chan[e] == pu.chan[b] && pu.shift[e] == pu.shift[e - 1] + 1) ++e;
+    runs.push_back({b, e - b, pu.chan[b], pu.shift[b]});
+    b = e;
+  }
+
+  const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+  const at::Tensor feat_t = features.contiguous();
+  const at::Tensor w_t = weight.to(acc_type).contiguous();
+  const at::Tensor b_t = bias.to(acc_type).contiguous();
+  const scalar_t* feat = feat_t.const_data_ptr<scalar_t>();
+  const acc_t* wt = w_t.const_data_ptr<acc_t>();
+  const acc_t* bs = b_t.const_data_ptr<acc_t>();
+  scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+  const int64_t out_size = g.Vo * g.Uo;
+
+  at::parallel_for(0, s.P, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> table(static_cast<size_t>((Kv + 1) * row));
+    acc_t vals[3 * L];
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t n = win[3 * p], y0 = win[3 * p + 1] * stride, x0 = win[3 * p + 2] * stride;
+      const scalar_t* img = feat + n * C * plane;
+      // 1–2. The tap table; entries outside the map, the padding row and column stay pad_val.
+      std::fill(table.begin(), table.end(), pad);
+      for (int64_t a0 = 0; a0 < Kv;) {  // pairs a0.. of axis V sharing feature row iy, ≤ 3 at a time
+        int64_t a1 = a0 + 1;
+        while (a1 < Kv && a1 - a0 < 3 && pv.shift[a1] == pv.shift[a0]) ++a1;
+        const int64_t iy = y0 + pv.shift[a0];
+        const int count = static_cast<int>(a1 - a0);
+        if (iy >= 0 && iy < H) {
+          for (const URun& r : runs) {
+            // columns of the run inside the map: ix = x0 + r.shift + j, j in [j0, j1)
+            const int64_t ix = x0 + r.shift;
+            const int64_t j0 = std::max<int64_t>(0, -ix), j1 = std::min<int64_t>(r.len, W - ix);
+            if (j0 >= j1) continue;
+            const acc_t* wr[3];
+            for (int k = 0; k < count; ++k) wr[k] = wt + (pv.chan[a0 + k] * Ui + r.chan) * C;
+            const scalar_t* f = img + iy * W + ix + j0;
+            if (ix + j0 + L <= W) {
+              switch (count) {
+                case 1: conv_block<1>(wr, f, plane, C, vals); break;
+                case 2: conv_block<2>(wr, f, plane, C, vals); break;
+                default: conv_block<3>(wr, f, plane, C, vals); break;
+              }
+            } else {
+              conv_block_tail(wr, count, f, plane, C, j1 - j0, vals);
+            }
+            for (int k = 0; k < count; ++k) {
+              const acc_t bias_k = bs[pv.chan[a0 + k] * Ui + r.chan];
+              acc_t* t = table.data() + (a0 + k) * row + r.b0;
+              for (int64_t j = j0; j < j1; ++j) t[j] = bias_k + vals[k * L + j - j0];
+            }
+          }
+        }
+        a0 = a1;
+      }
+      // 3. interpolation.
+      scalar_t* o = dst + p * out_size;
+      for (int64_t v = 0; v < g.Vo; ++v) {
+        const int64_t* tv = pv.tap.data() + v * detail::kDecodeTaps;
+        const acc_t* wv = pv.weight.data() + v * detail::kDecodeTaps;
+        for (int64_t u = 0; u < g.Uo; ++u) {
+          const int64_t* tu = pu.tap.data() + u * detail::kDecodeTaps;
+          const acc_t* wu = pu.weight.data() + u * detail::kDecodeTaps;
+          acc_t acc = 0;
+          for (int i = 0; i < detail::kDecodeTaps; ++i) {
+            if (wv[i] == acc_t(0)) continue;
+            const acc_t* t = table.data() + tv[i] * row;
+            acc_t r = 0;
+            for (int j = 0; j < detail::kDecodeTaps; ++j) r += wu[j] * t[tu[j]];
+            acc += wv[i] * r;
+          }
+          o[v * g.Uo + u] = static_cast<scalar_t>(acc);
+        }
+      }
+    }
+  });
+}
+
+at::Tensor decode_windows_cpu(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
+                              const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample,
+                              c10::string_view mode, double pad_val) {
+  const detail::DecodeShape s = detail::check_decode_args(features, weight, bias, windows, V, U, lam, subsample, mode, kOp);
+  const at::Tensor win = windows.contiguous();
+  detail::check_windows_range(win.const_data_ptr<int64_t>(), s, kOp);
+  at::Tensor out = at::empty({s.P, s.g.Vo, s.g.Uo}, features.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "decode_windows_cpu", [&] {
+    decode_cpu_kernel<scalar_t>(features, weight, bias, win.const_data_ptr<int64_t>(), s, pad_val, out);
+  });
+  return out;
+}
+
+// Inference only: refuse to run when a gradient would be expected (rather than silently returning
+// an output that does not require grad), else call the backend kernel below autograd.
+at::Tensor decode_windows_autograd(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
+                                   const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample,
+                                   c10::string_view mode, double pad_val) {
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (features.requires_grad() || weight.requires_grad() || bias.requires_grad())),
+              kOp, " is an inference op without a backward, but `features`, `weight` or `bias` requires grad: call "
+              "it under torch.no_grad() / torch.inference_mode(), or pass detached tensors (training uses the dense "
+              "mask head)");
+  at::AutoDispatchBelowADInplaceOrView guard;
+  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t,
+                         int64_t, bool, c10::string_view, double);
+  static const auto handle =
+      c10::Dispatcher::singleton().findSchemaOrThrow("tensormask::decode_windows", "").typed<Sig>();
+  return handle.call(features, weight, bias, windows, V, U, lam, subsample, mode, pad_val);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tensormask, m) {
+  m.def(
+      "decode_windows(Tensor features, Tensor weight, Tensor bias, Tensor windows, int V, int U, int lam, "
+      "bool subsample=True, str mode=\"bilinear\", float pad_val=-6.) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tensormask, CPU, m) { m.impl("decode_windows", &decode_windows_cpu); }
+
+TORCH_LIBRARY_IMPL(tensormask, Autograd, m) { m.impl("decode_windows", &decode_windows_autograd); }
+
+}  // namespace tensormask::ops
