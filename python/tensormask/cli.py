@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("tensormask.train", "train a model from a YAML config (torchrun for several processes)"),
     "eval": ("tensormask.eval", "COCO mask and box AP of a checkpoint on a COCO-format dataset"),
     "predict": ("tensormask.predict", "draw the detections of a checkpoint on images"),
+    "calibrate": ("tensormask.calibrate", "score → precision calibration of a checkpoint on a validation set (paper A.5)"),
     "make-synthetic": ("tensormask.data.synthetic", "write the embedded synthetic COCO-format dataset"),
     "convert-detectron2": ("tensormask.engine.convert", "convert a detectron2 TensorMask checkpoint (.pkl/.pth) to safetensors"),
 }

@@ -1,6 +1,7 @@
 """``tensormask predict --weights W IMAGE_OR_FOLDER... --out DIR``: overlays (colour masks, boxes,
 class names, scores) as PNG plus a COCO-style ``predictions.json``. Unreadable images are reported and
-skipped."""
+skipped. With ``--calibrated-threshold P`` (after ``tensormask calibrate --weights W``) the detections
+kept are those whose calibrated precision is ≥ P; ``predictions.json`` then also has ``calibrated_score``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="training checkpoint (.pth) or TensorMask .safetensors")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=0.5, help="minimum score to draw and save")
+    p.add_argument("--calibrated-threshold", type=float, metavar="P",
+                   help="keep detections whose calibrated precision is >= P (in [0, 1]) instead of --threshold")
+    p.add_argument("--calibration", help="calibration file (default: <weights>.calibration.json)")
     p.add_argument("--device", default="auto")
     p.add_argument("--min-size", type=int, help="test shorter side (default: the config's)")
     p.add_argument("--debug", action="store_true")
@@ -53,11 +57,27 @@ def run(args: argparse.Namespace) -> int:
     files = list_images(args.inputs)
     if not files:
         raise ValueError("no images found in " + ", ".join(args.inputs))
+    calibration = None
+    if args.calibrated_threshold is not None:
+        from .engine.calibration import calibrate_scores, default_calibration_path, load_calibration
+
+        if not 0.0 <= args.calibrated_threshold <= 1.0:
+            raise ValueError(f"--calibrated-threshold must be in [0, 1], got {args.calibrated_threshold}")
+        cal_path = args.calibration or default_calibration_path(args.weights)
+        if not os.path.isfile(cal_path):
+            raise FileNotFoundError(f"calibration file not found: {cal_path}; run `tensormask calibrate --weights "
+                                    f"{args.weights}` first")
+        calibration = load_calibration(cal_path)
+    elif args.calibration:
+        raise ValueError("--calibration is used with --calibrated-threshold P")
     device = dist_utils.init_from_env(args.device)
     from .engine.checkpoint import load_inference_model
 
     model, meta, cfg = load_inference_model(args.weights, device)
     names = meta["category_names"]
+    if calibration is not None and len(calibration["categories"]) != len(names):
+        raise ValueError(f"the calibration has {len(calibration['categories'])} categories but the model "
+                         f"predicts {len(names)}")
     os.makedirs(args.out, exist_ok=True)
     min_size, max_size = args.min_size or cfg.data.test_min_size, cfg.data.test_max_size
     predictions, skipped = [], 0
@@ -75,14 +95,22 @@ def run(args: argparse.Namespace) -> int:
                                                   align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
         with torch.no_grad():
             det = model([resized.to(device)], output_sizes=[(h, w)])[0]
-        keep = det["scores"] >= args.threshold
-        det = {k: v[keep] for k, v in det.items()}
-        overlay = draw_detections(rgb, det["boxes"].cpu().numpy(), det["scores"].cpu().numpy(),
+        if calibration is None:
+            keep = det["scores"] >= args.threshold
+        else:
+            det["calibrated"] = torch.from_numpy(calibrate_scores(det["scores"], det["labels"], calibration))
+            keep = det["calibrated"] >= args.calibrated_threshold
+        det = {k: v[keep.to(v.device)] for k, v in det.items()}
+        shown = det["scores"] if calibration is None else det["calibrated"]
+        overlay = draw_detections(rgb, det["boxes"].cpu().numpy(), shown.cpu().numpy(),
                                   det["labels"].cpu().numpy(), det["masks"].cpu().numpy(), names)
         stem = os.path.splitext(os.path.basename(path))[0]
         overlay.save(os.path.join(args.out, f"{stem}.png"))
-        for r in detections_to_coco(det, i, list(range(len(names)))):
+        calibrated = det["calibrated"].tolist() if calibration is not None else None
+        for j, r in enumerate(detections_to_coco(det, i, list(range(len(names))))):
             r["file_name"] = os.path.basename(path)
+            if calibrated is not None:
+                r["calibrated_score"] = calibrated[j]
             r["category_name"] = names[r.pop("category_id")]
             predictions.append(r)
     with open(os.path.join(args.out, "predictions.json"), "w") as f:
