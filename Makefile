@@ -50,7 +50,7 @@ install: venv system-deps
 	@$(PY) -c "import tensormask, torch; print('tensormask', tensormask.__version__, 'built against torch', torch.__version__, '| CUDA kernels:', tensormask._C.compiled_with_cuda())"
 
 demo: install
-	$(PY) -m tensormask.demo
+	$(PY) -m tensormask.demo $(DEMO_ARGS)
 
 test: install test-py test-cpp
 
@@ -59,11 +59,11 @@ test-py:
 
 test-cpp:
 	@test -n "$(CTEST_DIR)" || { echo "no C++ test build found (is libgtest-dev installed?)"; exit 1; }
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cmake --build $(dir $(CTEST_DIR)) --target tensormask_tests
 	$(VENV)/bin/ctest --test-dir $(dir $(CTEST_DIR)) --output-on-failure
 
-test-all: install
+test-all: install test-cpp
 	$(PY) -m pytest -q -m ""
-	$(VENV)/bin/ctest --test-dir $(dir $(CTEST_DIR)) --output-on-failure
 
 cuda-check:
 	tools/cuda_check.sh

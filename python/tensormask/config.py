@@ -137,6 +137,7 @@ class DataConfig:
 class SolverConfig:
     """SGD schedule (§4.2 "Training"; detectron2's 6× schedule)."""
 
+    optimizer: str = "sgd"  # "sgd" (paper) or "adamw" (converges faster for small models from scratch)
     ims_per_batch: int = 16  # total over all processes (paper: 16 images on 8 GPUs)
     base_lr: float = 0.02  # at reference_batch images; linear scaling rule for other batch sizes
     reference_batch: int = 16

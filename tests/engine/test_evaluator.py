@@ -81,3 +81,47 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "error" in err[0]
     assert eval_main(["--weights", str(tmp_path / "missing.pth")]) == 1
     assert "weights file not found" in capsys.readouterr().err
+
+
+def _eval_worker(rank, world, port, weights, cfg, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from tensormask.engine import distributed
+    from tensormask.engine.checkpoint import load_inference_model
+    from tensormask.engine.evaluator import evaluate
+
+    device = distributed.init_from_env("cpu")
+    try:
+        model, _, _ = load_inference_model(weights, device)
+        model.cfg.inference.score_thresh, model.cfg.inference.detections_per_image = 0.0, 10
+        evaluate(model, cfg.data.val_json, cfg.data.val_images, out, cfg.data.test_min_size, cfg.data.test_max_size,
+                 device, progress=False)
+    finally:
+        distributed.cleanup()
+
+
+def test_sharded_evaluation_over_two_processes_equals_one(trained, tmp_path):
+    import torch.multiprocessing as mp
+
+    from tensormask.engine.checkpoint import load_inference_model
+    from tensormask.engine.evaluator import evaluate
+
+    from .test_trainer import _free_port
+
+    cfg, weights = trained
+    model, _, _ = load_inference_model(weights, "cpu")
+    model.cfg.inference.score_thresh, model.cfg.inference.detections_per_image = 0.0, 10  # untrained: keep some
+    single = evaluate(model, cfg.data.val_json, cfg.data.val_images, str(tmp_path / "one"), cfg.data.test_min_size,
+                      cfg.data.test_max_size, torch.device("cpu"), progress=False)
+    mp.start_processes(_eval_worker, args=(2, _free_port(), weights, cfg, str(tmp_path / "two")), nprocs=2,
+                       join=True, start_method="spawn")
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    for iou_type in single:
+        assert two[iou_type] == pytest.approx(single[iou_type])
+
+    def key(r):
+        return (r["image_id"], r["category_id"], round(r["score"], 5), r["segmentation"]["counts"])
+
+    one_results = json.loads((tmp_path / "one" / "coco_results.json").read_text())
+    two_results = json.loads((tmp_path / "two" / "coco_results.json").read_text())
+    assert one_results and sorted(map(key, one_results)) == sorted(map(key, two_results))

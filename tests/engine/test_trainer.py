@@ -117,3 +117,11 @@ def test_ddp_two_gloo_processes_match_one_process(shapes_dataset, tmp_path):
     wb = load_checkpoint(latest_checkpoint(ddp.output_dir))["model"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+
+
+def test_periodic_evaluation_hook_logs_ap(shapes_dataset, tmp_path):
+    cfg = tiny_config(shapes_dataset, tmp_path / "run", max_iter=2, eval_period=2, checkpoint_period=0)
+    train(cfg, progress=False)
+    evals = [m for m in read_metrics(cfg.output_dir) if "eval/segm_AP" in m]
+    assert [m["iteration"] for m in evals] == [2]
+    assert os.path.exists(os.path.join(cfg.output_dir, "eval_0000002", "metrics.json"))

@@ -110,7 +110,7 @@ def lr_factor(it: int, cfg) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """SGD with momentum; the learning rate follows the linear scaling rule
+    """SGD with momentum (or AdamW); the learning rate follows the linear scaling rule
     (``base_lr · ims_per_batch / reference_batch``); no weight decay on normalisation parameters."""
     s = cfg.solver
     lr = s.base_lr * s.ims_per_batch / s.reference_batch
@@ -123,7 +123,11 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     groups = [{"params": decay, "weight_decay": s.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": s.weight_decay_norm})
-    return torch.optim.SGD(groups, lr=lr, momentum=s.momentum)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=s.momentum)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"solver.optimizer must be 'sgd' or 'adamw', got {s.optimizer!r}")
 
 
 class MetricsWriter:
@@ -278,6 +282,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
         bar.update(1)
         if s.checkpoint_period > 0 and done % s.checkpoint_period == 0 and done < s.max_iter:
             last_path = checkpoint(done)
+        if s.eval_period > 0 and cfg.data.val_json and (done % s.eval_period == 0 or done == s.max_iter):
+            evaluate_during_training(model, cfg, done, device, writer)
+            ddp_model.train()
     bar.close()
     if start_iter < s.max_iter:
         last_path = checkpoint(s.max_iter)
@@ -287,6 +294,21 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
         plot_losses(os.path.join(out, "metrics.jsonl"), os.path.join(out, "loss_curve.png"))
     dist_utils.barrier()
     return last_path or ""
+
+
+def evaluate_during_training(model: TensorMask, cfg: Config, iteration: int, device: torch.device,
+                             writer: MetricsWriter) -> dict[str, dict[str, float]]:
+    """The periodic evaluation hook: COCO AP on ``data.val_json`` written to ``eval_<iteration>/``
+    and, as ``eval/segm_AP`` etc., to ``metrics.jsonl``."""
+    from .evaluator import evaluate
+
+    model.eval()
+    metrics = evaluate(model, cfg.data.val_json, cfg.data.val_images,
+                       os.path.join(cfg.output_dir, f"eval_{iteration:07d}"), cfg.data.test_min_size,
+                       cfg.data.test_max_size, device, progress=False, on_error=cfg.data.on_error)
+    if metrics:
+        writer.write({"iteration": iteration, **{f"eval/{t}_{k}": v for t, m in metrics.items() for k, v in m.items()}})
+    return metrics
 
 
 def plot_losses(metrics_path: str, png_path: str) -> str | None:
