@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-images", type=int, default=400)
     p.add_argument("--val-images", type=int, default=60)
     p.add_argument("--pictures", type=int, default=8, help="number of prediction pictures")
+    p.add_argument("--threshold", type=float, default=0.3, help="minimum score drawn in the pictures")
     p.add_argument("--debug", action="store_true")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. solver.max_iter=200")
     return p
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     pictures = os.path.join(out, "predictions")
     images = sorted(os.listdir(cfg.data.val_images))[: args.pictures]
     predict_main([*(os.path.join(cfg.data.val_images, f) for f in images), "--weights", weights,
-                  "--out", pictures, "--device", "cpu"])
+                  "--out", pictures, "--device", "cpu", "--threshold", str(args.threshold)])
     total = time.perf_counter() - t0
     print()
     print(format_table(metrics))

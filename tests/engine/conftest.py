@@ -27,7 +27,7 @@ def tiny_config(root, out, **solver) -> Config:
                  "val_json": str(root / "val" / "annotations.json"), "val_images": str(root / "val" / "images"),
                  "train_min_size": [128, 160], "train_max_size": 192, "test_min_size": 128, "test_max_size": 192,
                  "num_workers": 0},
-        "solver": {"ims_per_batch": 2, "max_iter": 4, "steps": [3], "warmup_iters": 2, "log_period": 1,
+        "solver": {"optimizer": "sgd", "base_lr": 0.01, "ims_per_batch": 2, "max_iter": 4, "steps": [3], "warmup_iters": 2, "log_period": 1,
                    "checkpoint_period": 2, **solver},
         "output_dir": str(out),
     })
