@@ -13,34 +13,12 @@
 #include <cmath>
 #include <cstdint>
 
+#include "tensormask/detail/exact_math.h"
+
 namespace tensormask::detail::nms {
 
 // Boxes per block of the CUDA suppression mask: one bit per box in a 64-bit word.
 constexpr int kBlockBoxes = 64;
-
-// IEEE round-to-nearest arithmetic that nvcc may not contract into FMAs (the host compiler does not
-// contract in ISO C++ mode), so host and device produce identical bits.
-C10_HOST_DEVICE inline double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-C10_HOST_DEVICE inline double sub_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-C10_HOST_DEVICE inline double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
 
 C10_HOST_DEVICE inline double max_d(double a, double b) { return a > b ? a : b; }
 C10_HOST_DEVICE inline double min_d(double a, double b) { return a < b ? a : b; }

@@ -24,29 +24,9 @@
 #include <cmath>
 #include <cstdint>
 
-namespace tensormask::detail::paste {
+#include "tensormask/detail/exact_math.h"
 
-C10_HOST_DEVICE inline double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-C10_HOST_DEVICE inline double sub_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-C10_HOST_DEVICE inline double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
+namespace tensormask::detail::paste {
 
 // Half-open range [lo, hi) of pixel indices.
 struct PixelRange {
