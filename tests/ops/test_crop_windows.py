@@ -13,7 +13,7 @@ import tensormask  # noqa: F401  (registers torch.ops.tensormask.*)
 from tensormask import ops
 
 from .test_assign_windows import STRIDES, ellipse_mask, level_sizes_for, tight_box
-from .utils import DEVICES, num_threads, requires_cuda
+from .utils import DEVICES, call_in_fake_mode, num_threads, requires_cuda
 
 # ------------------------------------------------------------------------------------------------
 # Reference: explicit loops over the window pixels
@@ -255,13 +255,8 @@ def test_bad_arguments(over, exc, arg):
 
 @pytest.mark.parametrize("over,exc,arg", BAD, ids=[f"{b[2]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_arguments_fake(over, exc, arg):
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    args = _args(**over)
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        args = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
-        with pytest.raises(exc, match=f"`{arg}`"):
-            torch.ops.tensormask.crop_windows(**args)
+    with pytest.raises(exc, match=f"`{arg}`"):
+        call_in_fake_mode(torch.ops.tensormask.crop_windows, _args(**over))
 
 
 @pytest.mark.parametrize("bad", [-1, 2])

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import tensormask  # noqa: F401  (registers torch.ops.tensormask.*)
 from tensormask import ops
 
-from .utils import DEVICES, num_threads, requires_cuda
+from .utils import DEVICES, call_in_fake_mode, num_threads, requires_cuda
 
 # Mismatches with the float64 reference are only allowed where the reference value is this close to
 # the threshold (the kernel evaluates the same formula in a different order of operations).
@@ -310,13 +310,8 @@ def test_bad_arguments(over, exc, arg):
 
 @pytest.mark.parametrize("over,exc,arg", BAD, ids=[f"{b[2]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_arguments_fake(over, exc, arg):
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    args = _args(**over)
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        args = {k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
-        with pytest.raises(exc, match=f"`{arg}`"):
-            torch.ops.tensormask.paste_masks(**args)
+    with pytest.raises(exc, match=f"`{arg}`"):
+        call_in_fake_mode(torch.ops.tensormask.paste_masks, _args(**over))
 
 
 def test_opcheck():

@@ -66,3 +66,12 @@ def num_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def call_in_fake_mode(op, kwargs: dict):
+    """Call ``op(**kwargs)`` with every tensor argument turned into a FakeTensor, so that only the
+    op's fake kernel (its argument checks and output shape) runs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        return op(**{k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
