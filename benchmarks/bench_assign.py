@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import tensormask  # noqa: F401
 from tensormask import ops
+from timing import median_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.ops
 from tests.ops.test_assign_windows import assign_ref  # noqa: E402
@@ -97,18 +96,7 @@ def assign_dense(boxes, is_crowd, crowd_mask, level_sizes, strides, window_sizes
 
 
 def median_ms(fn, device: str, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return median_seconds(fn, runs, device, warmup) * 1e3
 
 
 def main() -> None:

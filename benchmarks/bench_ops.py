@@ -15,14 +15,13 @@ and the ratio baseline / fused, measured in the same run. Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 import tensormask  # noqa: F401  (registers the ops)
 from tensormask.ops import swap_align2nat
+from timing import median_seconds as timed
 
 
 def composed_swap_align2nat(x: torch.Tensor, lam: int, pad_val: float = -6.0) -> torch.Tensor:
@@ -61,22 +60,6 @@ def composed_swap_align2nat(x: torch.Tensor, lam: int, pad_val: float = -6.0) ->
         return shifted(int(c), int(c)).contiguous()
     lo = int(c - 0.5)  # half-integer: average of the two neighbours per axis
     return 0.25 * (shifted(lo, lo) + shifted(lo, lo + 1) + shifted(lo + 1, lo) + shifted(lo + 1, lo + 1))
-
-
-def timed(fn, repeat: int, device: torch.device) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -44,24 +42,7 @@ import torch.nn.functional as F
 
 import tensormask  # noqa: F401  (registers the ops)
 from tensormask.ops import paste_masks
-
-
-def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs after one warm-up, seconds."""
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_seconds as timed
 
 
 # ------------------------------------------------------------------------------------------------
