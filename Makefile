@@ -3,7 +3,7 @@
 #   make test       set up, then run all tests (pytest + ctest)
 #   make test-all   also the slow tests
 #   make cuda-check compile the CUDA kernels against a CUDA torch (no GPU needed)
-#   make bench      operator benchmarks
+#   make bench      benchmarks (ops, label assignment, post-processing), ratios vs baselines
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -70,6 +70,8 @@ cuda-check:
 
 bench: install
 	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/bench_assign.py
+	$(PY) benchmarks/bench_postprocess.py
 
 clean:
 	rm -rf build build-cuda dist
