@@ -54,14 +54,9 @@ __global__ void windows_backward_kernel(const scalar_t* __restrict__ gout, const
 
 at::Tensor windows_forward_cuda(const at::Tensor& x, const at::Tensor& windows, int64_t lam, bool subsample,
                                 c10::string_view mode, double pad_val) {
-  const char* op = "swap_align2nat_windows";
-  detail::check_4d_tensor(x, op, "x");
-  detail::check_positive(lam, op, "lam");
-  const bool nearest = detail::parse_nearest(mode, op);
+  const SwapGeometry g = detail::check_windows_forward(x, windows, lam, subsample, mode, "swap_align2nat_windows");
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor in = x.contiguous();
-  const SwapGeometry g = detail::make_geometry(in.size(1), in.size(2), in.size(3), in.size(4), lam, nearest, subsample);
-  detail::check_window_rows(windows, in.size(0), g.Ho, g.Wo, in.device(), op);
   const at::Tensor rows = windows.contiguous();
   at::Tensor out = at::empty({rows.size(0), g.Vo, g.Uo}, in.options());
   const int64_t total = out.numel();
@@ -79,12 +74,8 @@ at::Tensor windows_forward_cuda(const at::Tensor& x, const at::Tensor& windows, 
 
 at::Tensor windows_backward_cuda(const at::Tensor& grad, const at::Tensor& windows, int64_t lam, bool subsample,
                                  c10::string_view mode, int64_t N, int64_t V, int64_t U, int64_t H, int64_t W) {
-  const char* op = "swap_align2nat_windows_backward";
-  detail::check_positive(lam, op, "lam");
-  const SwapGeometry g = detail::make_geometry(V, U, H, W, lam, detail::parse_nearest(mode, op), subsample);
-  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(1) == g.Vo && grad.size(2) == g.Uo, op, ": `grad` must be (P, ",
-                    g.Vo, ", ", g.Uo, "), got ", grad.sizes());
-  detail::check_window_rows(windows, N, g.Ho, g.Wo, grad.device(), op);
+  const SwapGeometry g = detail::check_windows_backward(grad, windows, lam, subsample, mode, N, V, U, H, W,
+                                                         "swap_align2nat_windows_backward");
   const c10::cuda::CUDAGuard guard(grad.device());
   const at::Tensor gout = grad.contiguous();
   const at::Tensor rows = windows.contiguous();

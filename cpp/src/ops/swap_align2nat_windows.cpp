@@ -19,13 +19,8 @@ using detail::SwapGeometry;
 
 at::Tensor windows_forward_cpu(const at::Tensor& x, const at::Tensor& windows, int64_t lam, bool subsample,
                                c10::string_view mode, double pad_val) {
-  const char* op = "swap_align2nat_windows";
-  detail::check_4d_tensor(x, op, "x");
-  detail::check_positive(lam, op, "lam");
-  const bool nearest = detail::parse_nearest(mode, op);
+  const SwapGeometry g = detail::check_windows_forward(x, windows, lam, subsample, mode, "swap_align2nat_windows");
   const at::Tensor in = x.contiguous();
-  const SwapGeometry g = detail::make_geometry(in.size(1), in.size(2), in.size(3), in.size(4), lam, nearest, subsample);
-  detail::check_window_rows(windows, in.size(0), g.Ho, g.Wo, in.device(), op);
   const at::Tensor rows = windows.contiguous();
   const int64_t P = rows.size(0);
   at::Tensor out = at::empty({P, g.Vo, g.Uo}, in.options());
@@ -54,14 +49,8 @@ at::Tensor windows_forward_cpu(const at::Tensor& x, const at::Tensor& windows, i
 
 at::Tensor windows_backward_cpu(const at::Tensor& grad, const at::Tensor& windows, int64_t lam, bool subsample,
                                 c10::string_view mode, int64_t N, int64_t V, int64_t U, int64_t H, int64_t W) {
-  const char* op = "swap_align2nat_windows_backward";
-  detail::check_positive(lam, op, "lam");
-  const SwapGeometry g = detail::make_geometry(V, U, H, W, lam, detail::parse_nearest(mode, op), subsample);
-  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(1) == g.Vo && grad.size(2) == g.Uo, op, ": `grad` must be (P, ",
-                    g.Vo, ", ", g.Uo, "), got ", grad.sizes());
-  detail::check_window_rows(windows, N, g.Ho, g.Wo, grad.device(), op);
-  TORCH_CHECK_VALUE(windows.size(0) == grad.size(0), op, ": `windows` has ", windows.size(0), " rows for ",
-                    grad.size(0), " gradients");
+  const SwapGeometry g = detail::check_windows_backward(grad, windows, lam, subsample, mode, N, V, U, H, W,
+                                                         "swap_align2nat_windows_backward");
   const at::Tensor gout = grad.contiguous();
   const at::Tensor rows = windows.contiguous();
   const at::ScalarType acc_type = at::toOpMathType(gout.scalar_type());

@@ -81,4 +81,30 @@ inline void check_window_rows(const at::Tensor& windows, int64_t N, int64_t Ho, 
   }
 }
 
+// Validates the arguments of swap_align2nat_windows; returns the geometry of the full op.
+inline SwapGeometry check_windows_forward(const at::Tensor& x, const at::Tensor& windows, int64_t lam, bool subsample,
+                                          c10::string_view mode, const char* op) {
+  check_4d_tensor(x, op, "x");
+  check_positive(lam, op, "lam");
+  const SwapGeometry g = make_geometry(x.size(1), x.size(2), x.size(3), x.size(4), lam, parse_nearest(mode, op), subsample);
+  check_window_rows(windows, x.size(0), g.Ho, g.Wo, x.device(), op);
+  return g;
+}
+
+// Validates the arguments of swap_align2nat_windows_backward (`grad` is (P, λV̂, λÛ)).
+inline SwapGeometry check_windows_backward(const at::Tensor& grad, const at::Tensor& windows, int64_t lam,
+                                           bool subsample, c10::string_view mode, int64_t N, int64_t V, int64_t U,
+                                           int64_t H, int64_t W, const char* op) {
+  check_positive(lam, op, "lam");
+  TORCH_CHECK_TYPE(at::isFloatingType(grad.scalar_type()), op, ": `grad` must be a floating point tensor, got ",
+                   grad.scalar_type());
+  const SwapGeometry g = make_geometry(V, U, H, W, lam, parse_nearest(mode, op), subsample);
+  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(1) == g.Vo && grad.size(2) == g.Uo, op, ": `grad` must be (P, ", g.Vo,
+                    ", ", g.Uo, "), got ", grad.sizes());
+  check_window_rows(windows, N, g.Ho, g.Wo, grad.device(), op);
+  TORCH_CHECK_VALUE(windows.size(0) == grad.size(0), op, ": `windows` has ", windows.size(0), " rows for ",
+                    grad.size(0), " gradients");
+  return g;
+}
+
 }  // namespace tensormask::detail
