@@ -208,8 +208,8 @@ at::Tensor decode_windows_cpu(const at::Tensor& features, const at::Tensor& weig
                               const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample,
                               c10::string_view mode, double pad_val) {
   const detail::DecodeShape s = detail::check_decode_args(features, weight, bias, windows, V, U, lam, subsample, mode, kOp);
+  detail::check_window_rows(windows, s.N, s.g.Ho, s.g.Wo, features.device(), kOp);
   const at::Tensor win = windows.contiguous();
-  detail::check_windows_range(win.const_data_ptr<int64_t>(), s, kOp);
   at::Tensor out = at::empty({s.P, s.g.Vo, s.g.Uo}, features.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "decode_windows_cpu", [&] {

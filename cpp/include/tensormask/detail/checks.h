@@ -77,7 +77,8 @@ inline void check_window_rows(const at::Tensor& windows, int64_t N, int64_t Ho, 
   for (int64_t p = 0; p < w.size(0); ++p) {
     TORCH_CHECK_VALUE(a[p][0] >= 0 && a[p][0] < N && a[p][1] >= 0 && a[p][1] < Ho && a[p][2] >= 0 && a[p][2] < Wo, op,
                       ": `windows` row ", p, " = (", a[p][0], ", ", a[p][1], ", ", a[p][2],
-                      ") is outside the output grid N × Ho × Wo = ", N, " × ", Ho, " × ", Wo);
+                      ") is out of range: need 0 <= n < ", N, ", 0 <= y < ", Ho, ", 0 <= x < ", Wo,
+                      " (the output grid)");
   }
 }
 

@@ -129,7 +129,7 @@ struct DecodeShape {
   SwapGeometry g;  // geometry of the dense op (input window V̂ × Û, output window Vo × Uo, grid Ho × Wo)
 };
 
-// Validates everything but the window coordinates (which need the data: check_windows_range).
+// Validates everything but the window coordinates (which need the data: check_window_rows).
 // Bad ranks, sizes, values and devices raise ValueError, bad dtypes TypeError, naming the argument.
 inline DecodeShape check_decode_args(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
                                      const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample,
@@ -173,16 +173,6 @@ inline DecodeShape check_decode_args(const at::Tensor& features, const at::Tenso
   s.P = windows.size(0);
   s.g = make_geometry(V, U, s.H, s.W, lam, nearest, subsample);
   return s;
-}
-
-// Checks the window coordinates (host memory, P rows (n, y, x)) against the output grid.
-inline void check_windows_range(const int64_t* w, const DecodeShape& s, const char* op) {
-  for (int64_t p = 0; p < s.P; ++p) {
-    const int64_t n = w[3 * p], y = w[3 * p + 1], x = w[3 * p + 2];
-    TORCH_CHECK_VALUE(n >= 0 && n < s.N && y >= 0 && y < s.g.Ho && x >= 0 && x < s.g.Wo, op, ": `windows` row ", p,
-                      " = (", n, ", ", y, ", ", x, ") is out of range: need 0 <= n < ", s.N, ", 0 <= y < ", s.g.Ho,
-                      ", 0 <= x < ", s.g.Wo, " (the output grid)");
-  }
 }
 
 // Elements of the tap table of one window, (Kv + 1)·(Ku + 1), the padding row and column included.
