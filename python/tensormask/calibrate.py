@@ -47,12 +47,10 @@ def format_calibration_table(cal: dict, precision: float = TABLE_PRECISION) -> s
 
 def run(args: argparse.Namespace) -> int:
     from .config import merge, parse_overrides
-    from .data import CocoDataset
-    from .data.transforms import build_transforms
     from .engine import distributed as dist_utils
     from .engine.calibration import compute_calibration, default_calibration_path, save_calibration
     from .engine.checkpoint import load_inference_model
-    from .engine.evaluator import gather_results, run_inference
+    from .engine.evaluator import dataset_paths, eval_dataset, gather_results, run_inference
 
     if not 0.0 <= args.iou_threshold <= 1.0:
         raise ValueError(f"--iou-threshold must be in [0, 1], got {args.iou_threshold}")
@@ -60,12 +58,8 @@ def run(args: argparse.Namespace) -> int:
     model, _, cfg = load_inference_model(args.weights, device)
     cfg = merge(cfg, parse_overrides(args.overrides))
     model.cfg = cfg.model
-    json_path, images = args.dataset or (cfg.data.val_json, cfg.data.val_images)
-    if not json_path:
-        raise ValueError("no dataset: give --dataset JSON IMAGES or set data.val_json in the checkpoint's config")
-    dataset = CocoDataset(json_path, images, on_error=cfg.data.on_error,
-                          transform=build_transforms(False, min_size_test=cfg.data.test_min_size,
-                                                     max_size=cfg.data.test_max_size))
+    json_path, images = dataset_paths(args.dataset, cfg)
+    dataset = eval_dataset(json_path, images, cfg.data.test_min_size, cfg.data.test_max_size, cfg.data.on_error)
     if dataset.num_classes != cfg.model.head.num_classes:
         raise ValueError(f"{json_path} has {dataset.num_classes} categories but the model predicts "
                          f"{cfg.model.head.num_classes}")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from .config import Config, load_config, merge, parse_overrides
     from .engine import distributed as dist_utils
     from .engine.checkpoint import load_inference_model
-    from .engine.evaluator import evaluate, format_table
+    from .engine.evaluator import dataset_paths, evaluate, format_table
 
     cfg = load_config(args.config, base=Config()) if args.config else None
     if cfg is not None:
@@ -38,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         cfg = merge(stored, parse_overrides(args.overrides))
         model.cfg = cfg.model
-    json_path, images = args.dataset or (cfg.data.val_json, cfg.data.val_images)
-    if not json_path:
-        raise ValueError("no dataset: give --dataset JSON IMAGES or set data.val_json in the config")
+    json_path, images = dataset_paths(args.dataset, cfg)
     out = args.output_dir or os.path.join(cfg.output_dir, "eval")
     metrics = evaluate(model, json_path, images, out, cfg.data.test_min_size, cfg.data.test_max_size, device,
                        on_error=cfg.data.on_error)

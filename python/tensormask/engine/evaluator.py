@@ -101,6 +101,20 @@ def write_json(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
+def eval_dataset(json_path: str, image_root: str, min_size: int, max_size: int, on_error: str = "skip") -> CocoDataset:
+    """A COCO-format dataset with the single-scale test transform (§4.3: shorter side ``min_size``)."""
+    return CocoDataset(json_path, image_root, transform=build_transforms(False, min_size_test=min_size, max_size=max_size),
+                       on_error=on_error)
+
+
+def dataset_paths(dataset_arg, cfg) -> tuple[str, str]:
+    """``(json, images)`` from a ``--dataset JSON IMAGES`` argument, else the config's validation set."""
+    json_path, images = dataset_arg or (cfg.data.val_json, cfg.data.val_images)
+    if not json_path:
+        raise ValueError("no dataset: give --dataset JSON IMAGES or set data.val_json in the config")
+    return json_path, images
+
+
 def evaluate(model, json_path: str, image_root: str, output_dir: str, min_size: int, max_size: int,
              device: torch.device, progress: bool = True, on_error: str = "skip") -> dict[str, dict[str, float]]:
     """Run ``model`` on a COCO-format dataset and evaluate mask and box AP.
@@ -109,8 +123,7 @@ def evaluate(model, json_path: str, image_root: str, output_dir: str, min_size: 
     Returns ``{"segm": {...}, "bbox": {...}}`` with AP values in percent (main process; other
     processes return ``{}``).
     """
-    dataset = CocoDataset(json_path, image_root, transform=build_transforms(False, min_size_test=min_size, max_size=max_size),
-                          on_error=on_error)
+    dataset = eval_dataset(json_path, image_root, min_size, max_size, on_error)
     results = gather_results(run_inference(model, dataset, device, progress))
     if not dist_utils.is_main_process():
         return {}
