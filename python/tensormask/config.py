@@ -103,6 +103,9 @@ class InferenceConfig:
     nms_on: str = "box"  # "box": regressed boxes; "mask_box": bounding boxes of the masks (§A.4)
     detections_per_image: int = 100
     mask_threshold: float = 0.5
+    # Inference input in channels_last (NHWC) memory format: faster oneDNN/cuDNN convolutions, the same
+    # numbers up to float rounding (benchmarks/bench_e2e.py --channels-last measures it).
+    channels_last: bool = False
 
 
 @dataclass
@@ -209,8 +212,31 @@ def merge(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
                 raise TypeError(f"config key '{dotted}' is a section; give a mapping, got {value!r}")
             changes[key] = merge(current, value, prefix=f"{dotted}.")
         else:
+            _check_value_type(dotted, current, value)
             changes[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
     return dataclasses.replace(cfg, **changes)
+
+
+def _check_value_type(dotted: str, current: Any, value: Any) -> None:
+    """A TypeError naming the key when ``value`` cannot replace ``current`` (a bool, int, float, str or
+    sequence default); keys whose default is None accept anything."""
+    if current is None or value is None and isinstance(current, str):
+        return
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(current, str):
+        ok = isinstance(value, str)
+    elif isinstance(current, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        return
+    if not ok:
+        raise TypeError(f"config key '{dotted}' must be of type {type(current).__name__} (default "
+                        f"{current!r}), got {value!r}")
 
 
 # --------------------------------------------------------------------------------------------------

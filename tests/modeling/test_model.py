@@ -90,3 +90,19 @@ def test_inference_detections_are_well_formed(mask_head, extra):
     assert det["labels"].min() >= 0 and det["labels"].max() < 3
     assert torch.all(det["scores"][:-1] >= det["scores"][1:])
     assert det["boxes"][:, 2].max() <= 256 and det["boxes"][:, 3].max() <= 192
+
+
+@pytest.mark.parametrize("mask_head,extra", HEADS[:3])
+def test_channels_last_inference_equals_default(mask_head, extra):
+    model = tiny_model(mask_head, **extra).eval()
+    image, _ = scene()
+    model.cfg.inference.score_thresh = 0.0
+    with torch.inference_mode():
+        (ref,) = model([image])
+        model.cfg.inference.channels_last = True
+        (out,) = model([image])
+    assert out.keys() == ref.keys()
+    for key in ("labels", "masks"):
+        assert torch.equal(out[key], ref[key]), key
+    for key in ("boxes", "scores"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)

@@ -5,7 +5,8 @@ Per image: sigmoid class scores of all windows × classes, score threshold, top-
 decoding (regressed boxes, or the masks' bounding boxes for §A.4's NMS on mask boxes), class-aware
 NMS, then the masks of the kept windows only are decoded sparsely (:func:`decode_head_windows`,
 native :func:`tensormask.ops.decode_windows`) and pasted into the image (native
-:func:`tensormask.ops.paste_masks`). Nothing dense beyond the class scores is built.
+:func:`tensormask.ops.paste_masks`). Nothing dense beyond the class scores is built. The stages are
+``torch.profiler`` ranges ``tensormask.{candidates,nms,decode,paste}`` (``benchmarks/bench_e2e.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.profiler import record_function
 
 from ..ops import batched_nms, paste_masks
 from ..ops.decode import decode_windows, gather_natural_windows, upscale_natural_windows
@@ -53,6 +55,32 @@ def decode_head_windows(head: TensorMaskHead, features: torch.Tensor, level: int
         return upscale_natural_windows(features, conv.weight, conv.bias, windows, coarse, coarse, lam)
     return decode_windows(features, conv.weight, conv.bias, windows, coarse, coarse, lam, False,
                           head.cfg.interpolation, head.pad_val)
+
+
+def top_candidates(scores: torch.Tensor, threshold: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The at most ``k`` largest of ``scores`` above ``threshold``, by decreasing score; equal scores in
+    increasing index order (a stable sort, as the native NMS orders its input).
+
+    Sorts only the candidates not below the k-th largest score (``torch.topk``), not all of them:
+    with a low threshold a full sort of every window × class (13 M at 800×1216) dominated the
+    post-processing.
+
+    Args:
+        scores: ``(R,)`` sigmoid scores of every (window, class), flattened window-major.
+        threshold: keep scores strictly above it.
+        k: at most this many (``topk_candidates``).
+
+    Returns:
+        ``(indices, values)``, both ``(min(k, #above),)``: flat indices into ``scores`` (int64) and their scores.
+    """
+    cand = torch.nonzero(scores > threshold).squeeze(1)
+    values = scores[cand]
+    if 0 < k < values.numel():
+        kth = torch.topk(values, k, sorted=False).values.min()
+        keep = torch.nonzero(values >= kth).squeeze(1)  # the k largest and every score tied with the k-th
+        cand, values = cand[keep], values[keep]
+    values, order = values.sort(descending=True, stable=True)
+    return cand[order[:k]], values[:k]
 
 
 def _decode_soft_masks(head: TensorMaskHead, mask_features: Sequence[torch.Tensor], image: int,
@@ -111,47 +139,50 @@ def postprocess(model, outputs: HeadOutputs, input_sizes: Sequence[tuple[int, in
     num_classes, num_sizes = head.num_classes, len(head.window_sizes)
     level_sizes = [tuple(x.shape[-2:]) for x in outputs.cls_logits]
     device = outputs.cls_logits[0].device
-    table = window_index_table(level_sizes, num_sizes, device=device)
-    logits = torch.cat([permute_to_N_HWA_K(x, num_classes) for x in outputs.cls_logits], dim=1)
-    deltas = None
-    if outputs.box_deltas is not None:
-        deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in outputs.box_deltas], dim=1)
+    with record_function("tensormask.candidates"):
+        table = window_index_table(level_sizes, num_sizes, device=device)
+        logits = torch.cat([permute_to_N_HWA_K(x, num_classes) for x in outputs.cls_logits], dim=1)
+        deltas = None
+        if outputs.box_deltas is not None:
+            deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in outputs.box_deltas], dim=1)
     mask_features = outputs.mask_features
     if mask_features is None:
         raise ValueError("postprocess needs the head's mask features (run the head with dense_masks=False)")
     results = []
     for n, ((h_in, w_in), (h_out, w_out)) in enumerate(zip(input_sizes, output_sizes)):
-        scores = logits[n].flatten().sigmoid()
-        cand = torch.nonzero(scores > cfg.score_thresh).squeeze(1)
-        cand_scores, order = scores[cand].sort(descending=True)
-        cand = cand[order[: cfg.topk_candidates]]
-        cand_scores = cand_scores[: cfg.topk_candidates]
-        labels = cand % num_classes
-        win = cand // num_classes
-        index = table[win]
-        wboxes = window_boxes(index, model.strides, head.window_sizes)
+        with record_function("tensormask.candidates"):
+            cand, cand_scores = top_candidates(logits[n].flatten().sigmoid(), cfg.score_thresh, cfg.topk_candidates)
+            labels = cand % num_classes
+            win = cand // num_classes
+            index = table[win]
+            wboxes = window_boxes(index, model.strides, head.window_sizes)
         soft = None
         if cfg.nms_on == "mask_box" or deltas is None:
-            soft = _decode_soft_masks(head, mask_features, n, index)
-            boxes = _mask_boxes(soft, wboxes, cfg.mask_threshold)
+            with record_function("tensormask.decode"):
+                soft = _decode_soft_masks(head, mask_features, n, index)
+                boxes = _mask_boxes(soft, wboxes, cfg.mask_threshold)
         else:
-            boxes = model.box_coder.apply_deltas(deltas[n][win].float(), wboxes)
+            with record_function("tensormask.candidates"):
+                boxes = model.box_coder.apply_deltas(deltas[n][win].float(), wboxes)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w_in)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h_in)
-        keep = batched_nms(boxes, cand_scores, labels, cfg.nms_thresh)[: cfg.detections_per_image]
+        with record_function("tensormask.nms"):
+            keep = batched_nms(boxes, cand_scores, labels, cfg.nms_thresh)[: cfg.detections_per_image]
         index, wboxes, boxes = index[keep], wboxes[keep], boxes[keep]
         if soft is not None:
             soft = [soft[i] for i in keep.tolist()]
         else:
-            soft = _decode_soft_masks(head, mask_features, n, index)
+            with record_function("tensormask.decode"):
+                soft = _decode_soft_masks(head, mask_features, n, index)
         sx, sy = w_out / w_in, h_out / h_in
         scale = boxes.new_tensor([sx, sy, sx, sy])
         boxes, wboxes = boxes * scale, wboxes * scale
-        masks = torch.zeros((len(keep), h_out, w_out), dtype=torch.bool, device=device)
-        sizes = torch.tensor([m.shape[0] for m in soft], device=device) if soft else torch.zeros(0, device=device)
-        for size in sizes.unique().tolist():
-            sel = torch.nonzero(sizes == size).squeeze(1)
-            grids = torch.stack([soft[i] for i in sel.tolist()]).float()
-            masks[sel] = paste_masks(grids, wboxes[sel].float(), h_out, w_out, cfg.mask_threshold)
+        with record_function("tensormask.paste"):
+            masks = torch.zeros((len(keep), h_out, w_out), dtype=torch.bool, device=device)
+            sizes = torch.tensor([m.shape[0] for m in soft], device=device) if soft else torch.zeros(0, device=device)
+            for size in sizes.unique().tolist():
+                sel = torch.nonzero(sizes == size).squeeze(1)
+                grids = torch.stack([soft[i] for i in sel.tolist()]).float()
+                masks[sel] = paste_masks(grids, wboxes[sel].float(), h_out, w_out, cfg.mask_threshold)
         results.append({"boxes": boxes, "scores": cand_scores[keep], "labels": labels[keep], "masks": masks})
     return results

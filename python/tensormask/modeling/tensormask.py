@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from ..config import ModelConfig
 from .box_coder import Box2BoxTransform
@@ -75,9 +76,12 @@ class TensorMask(nn.Module):
 
     def run_heads(self, batch: torch.Tensor, dense_masks: bool = True) -> HeadOutputs:
         """Backbone + FPN + heads on a preprocessed batch ``(N, 3, H, W)``; with ``dense_masks=False``
-        the mask logits are left to sparse decoding (inference)."""
-        features = list(self.backbone(batch).values())
-        return self.head(features, dense_masks=dense_masks)
+        the mask logits are left to sparse decoding (inference). Profiler ranges ``tensormask.backbone``
+        (backbone + FPN) and ``tensormask.heads``."""
+        with record_function("tensormask.backbone"):
+            features = list(self.backbone(batch).values())
+        with record_function("tensormask.heads"):
+            return self.head(features, dense_masks=dense_masks)
 
     def forward(
         self,
@@ -87,12 +91,15 @@ class TensorMask(nn.Module):
     ):
         """Training: ``forward(images, targets)`` → ``{"loss_cls", "loss_box", "loss_mask"}``.
         Inference (eval mode): ``forward(images, output_sizes=None)`` → per image ``{"boxes",
-        "scores", "labels", "masks"}`` at ``output_sizes`` (default: the input sizes)."""
+        "scores", "labels", "masks"}`` at ``output_sizes`` (default: the input sizes); with
+        ``cfg.inference.channels_last`` the network runs on an NHWC batch."""
         batch, sizes = self.preprocess(images)
         if self.training:
             if targets is None:
                 raise ValueError("TensorMask: training mode needs targets (call model.eval() for inference)")
             return self.losses(self.run_heads(batch, dense_masks=False), targets)
+        if self.cfg.inference.channels_last:  # the convolutions then run NHWC, mask features included
+            batch = batch.contiguous(memory_format=torch.channels_last)
         from .postprocess import postprocess  # inference only
 
         return postprocess(self, self.run_heads(batch, dense_masks=False), sizes, output_sizes)
