@@ -1,0 +1,582 @@
+"""The ablation harness behind ``tensormask ablate``: train and evaluate model variants (the paper's
+Tab. 1, Tab. 2a–d, §A.4) under one fixed budget, several seeds each, and tabulate mean ± std.
+
+A variant is a config file (``configs/ablations/<name>.yaml``: the paper's R50 config with one head
+change). Its run config is composed as ``variant file`` → ``overlay`` → dataset → budget → user
+overrides. The overlay is a small-model CPU setting (``configs/ablations/cpu-tiny.yaml``) on a CPU and
+nothing (the paper's config) on a GPU; it may not touch the keys the variants differ in
+(:data:`REPRESENTATION_KEYS`).
+
+Budget: every variant of a study runs the SAME number of iterations (a fixed-minutes budget would
+favour the cheap heads). ``--iters N`` sets it; ``--budget-minutes M`` derives it from measured costs:
+one warm-up plus timed iterations and timed inference per variant, then
+``N = (M·60 − Σ runs · (val images · s/image + overhead)) / Σ runs · s/iteration`` (the timing itself is
+not counted in ``M``). The measured costs and ``N`` are written to ``OUT/budget.json``; a resumed study
+reuses the costs, so the same ``M`` gives the same ``N``.
+
+Layout of ``OUT``::
+
+    budget.json                 iterations and the measured costs
+    <variant>/seed<k>/          the trainer's output (config.yaml, metrics.jsonl, checkpoint,
+                                loss_curve.png), eval/ (coco_results.json, metrics.json), run.json
+    results.json, results.md, results.png   written after every finished run
+
+The measured costs depend on the machine's load at the time they are taken.
+
+A run is complete when its ``run.json`` exists; completed runs are skipped, so an interrupted study
+continues where it stopped. Variants whose composed configs differ only in ``model.inference`` (e.g.
+box NMS vs mask-box NMS, §A.4) share the trained weights of the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import Config, _read_yaml, load_config, merge, to_dict
+
+ABLATION_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "ablations")
+CPU_OVERLAY = os.path.join(ABLATION_DIR, "cpu-tiny.yaml")
+
+# Keys the ablation variants differ in: an overlay setting them would erase the ablation.
+REPRESENTATION_KEYS = (
+    "model.head.mask_head", "model.head.upscale_lambda", "model.head.interpolation",
+    "model.head.window_sizes", "model.head.box_head", "model.inference.nms_on",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One claim of the paper: ``better`` beats ``baseline`` by ``paper_delta`` mask AP."""
+
+    baseline: str
+    better: str
+    paper_delta: float
+    claim: str
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    variants: tuple[str, ...]
+    comparisons: tuple[Comparison, ...]
+
+
+# The paper's groups (variant names = files of configs/ablations). Δ values: paper, mask AP on val2017.
+GROUPS: dict[str, Group] = {
+    "table1": Group("Tab. 1: simple heads, natural vs aligned", ("simple_natural", "simple_aligned"),
+                    (Comparison("simple_natural", "simple_aligned", 0.4, "comparable (aligned +0.4)"),)),
+    "table2a": Group(
+        "Tab. 2a: upscale heads, natural vs aligned, λ = 1, 3, 5",
+        ("upscale_natural_l1", "upscale_aligned_l1", "upscale_natural_l3", "upscale_aligned_l3",
+         "upscale_natural_l5", "upscale_aligned_l5"),
+        (Comparison("upscale_natural_l1", "upscale_aligned_l1", 0.9, "aligned ≥ natural at λ=1"),
+         Comparison("upscale_natural_l3", "upscale_aligned_l3", 4.1, "aligned > natural at λ=3"),
+         Comparison("upscale_natural_l5", "upscale_aligned_l5", 9.2, "aligned ≫ natural at λ=5"))),
+    "table2b": Group("Tab. 2b: aligned upscale λ=5, nearest (unaligned) vs bilinear",
+                     ("upscale_unaligned_l5", "upscale_aligned_l5"),
+                     (Comparison("upscale_unaligned_l5", "upscale_aligned_l5", 3.1, "bilinear > nearest"),)),
+    "table2c": Group("Tab. 2c: best feature-pyramid head vs tensor bipyramid",
+                     ("upscale_aligned_l1", "bipyramid_15"),
+                     (Comparison("upscale_aligned_l1", "bipyramid_15", 5.1, "bipyramid ≫ feature pyramid"),)),
+    "table2d": Group("Tab. 2d: one window size (15×15) vs two (15×15, 11×11)",
+                     ("bipyramid_15", "bipyramid_15_11"),
+                     (Comparison("bipyramid_15", "bipyramid_15_11", 1.2, "two window sizes > one"),)),
+    "a4": Group("§A.4 (Tab. 5): box head + box NMS / box head + mask-box NMS / no box head",
+                ("bipyramid_15_11", "nms_mask_box", "no_box_head"),
+                (Comparison("nms_mask_box", "bipyramid_15_11", 0.3, "box NMS slightly > mask-box NMS"),
+                 Comparison("no_box_head", "nms_mask_box", 0.1, "box head ≈ no box head (same NMS)"))),
+}
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+RUN_FILE = "run.json"
+BUDGET_FILE = "budget.json"
+RUN_OVERHEAD_S = 5.0  # per run: model build, checkpoint, COCOeval (measured order of magnitude, CPU)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # a run-directory-safe name (the config file's stem)
+    path: str  # its config file
+
+
+def resolve_variants(groups: list[str] | None = None, configs: list[str] | None = None) -> list[Variant]:
+    """The variants of ``groups`` (names of :data:`GROUPS`, or single variant names of
+    ``configs/ablations/``) and ``configs`` (YAML paths), de-duplicated in first-seen order
+    (bipyramid_15 is in Tab. 2c and 2d: trained once)."""
+    names: list[tuple[str, str]] = []
+    for g in groups or []:
+        if g in GROUPS:
+            names += [(v, os.path.join(ABLATION_DIR, v + ".yaml")) for v in GROUPS[g].variants]
+        elif os.path.isfile(os.path.join(ABLATION_DIR, g + ".yaml")) and g != "cpu-tiny":
+            names.append((g, os.path.join(ABLATION_DIR, g + ".yaml")))
+        else:
+            raise ValueError(f"--variants: unknown group {g!r} (groups: {', '.join(GROUPS)}; "
+                             f"or a variant file name of {ABLATION_DIR})")
+    for c in configs or []:
+        if not os.path.isfile(c):
+            raise FileNotFoundError(f"--configs: config file {c!r} does not exist")
+        names.append((os.path.splitext(os.path.basename(c))[0], os.path.abspath(c)))
+    out: dict[str, Variant] = {}
+    for name, path in names:
+        if name in out and os.path.abspath(out[name].path) != os.path.abspath(path):
+            raise ValueError(f"two variants are named {name!r} ({out[name].path}, {path}); rename one file")
+        out.setdefault(name, Variant(name, path))
+    if not out:
+        raise ValueError("no variants: give --variants GROUPS or --configs FILES")
+    return list(out.values())
+
+
+def groups_of(variants: list[Variant]) -> list[str]:
+    """The groups of :data:`GROUPS` with at least two of ``variants`` (their tables and claims are shown)."""
+    names = {v.name for v in variants}
+    return [g for g, group in GROUPS.items() if len(names & set(group.variants)) >= 2]
+
+
+def _flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in d.items():
+        keys += _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return keys
+
+
+def read_overlay(path: str | None) -> dict[str, Any]:
+    """The overlay YAML as a nested dict (``{}`` for ``None``); rejects ``_base_`` and representation keys."""
+    if path is None:
+        return {}
+    data = _read_yaml(path)
+    if "_base_" in data:
+        raise ValueError(f"--base-config {path!r}: an overlay may not have _base_ (it goes on top of each variant)")
+    clash = sorted(set(_flat_keys(data)) & set(REPRESENTATION_KEYS))
+    if clash:
+        raise ValueError(f"--base-config {path!r} sets {', '.join(clash)}, which the variants differ in")
+    return data
+
+
+def dataset_overrides(train_json: str, val_json: str) -> dict[str, Any]:
+    """``data.*`` paths (images next to the JSON, in ``images/``) and ``model.head.num_classes``."""
+    paths = {}
+    for key, js in (("train", train_json), ("val", val_json)):
+        if not os.path.isfile(js):
+            raise FileNotFoundError(f"--dataset/--val: annotation file {js!r} does not exist")
+        paths[f"{key}_json"] = os.path.abspath(js)
+        paths[f"{key}_images"] = os.path.join(os.path.dirname(os.path.abspath(js)), "images")
+    with open(train_json) as f:
+        num_classes = len(json.load(f)["categories"])
+    return {"data": paths, "model": {"head": {"num_classes": num_classes}}}
+
+
+def resolve_dataset(dataset: str, val: str | None) -> tuple[str, str]:
+    """``(train_json, val_json)`` from ``--dataset DIR_OR_JSON [--val DIR_OR_JSON]``: a directory means
+    ``DIR/annotations.json`` (the synthetic layout) or, with ``DIR/train`` and ``DIR/val``, both splits."""
+    def ann(p: str) -> str:
+        return os.path.join(p, "annotations.json") if os.path.isdir(p) else p
+
+    if val is None and os.path.isdir(dataset) and os.path.isdir(os.path.join(dataset, "train")):
+        return ann(os.path.join(dataset, "train")), ann(os.path.join(dataset, "val"))
+    if val is None:
+        raise ValueError("--val is required unless --dataset is a folder with train/ and val/")
+    return ann(dataset), ann(val)
+
+
+def scale_schedule(solver: Any, iters: int) -> dict[str, Any]:
+    """``solver`` overrides for ``iters`` iterations: LR steps and warm-up scaled by ``iters/max_iter``."""
+    f = iters / solver.max_iter
+    steps = sorted({min(iters - 1, max(1, round(s * f))) for s in solver.steps}) if iters > 1 else []
+    return {"max_iter": iters, "steps": steps, "warmup_iters": max(0, min(iters - 1, round(solver.warmup_iters * f)))}
+
+
+def compose(variant: Variant, overlay: dict[str, Any], data: dict[str, Any], iters: int, seed: int,
+            out_dir: str, overrides: dict[str, Any] | None = None) -> Config:
+    """The run config of ``variant``: variant file → overlay → dataset → budget → ``overrides``."""
+    cfg = merge(load_config(variant.path, base=Config()), overlay)
+    cfg = merge(cfg, data)
+    cfg = merge(cfg, {"solver": scale_schedule(cfg.solver, iters), "seed": seed, "output_dir": out_dir})
+    return merge(cfg, overrides or {})
+
+
+def train_key(cfg: Config) -> str:
+    """A hash of everything that affects training (not ``model.inference``, not ``output_dir``)."""
+    d = to_dict(cfg)
+    d["model"].pop("inference")
+    d.pop("output_dir")
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json(obj: Any, path: str) -> None:
+    """JSON written atomically (temp file + rename)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def write_text(text: str, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+def run_device(cfg: Config):
+    """The torch device a run's inference uses: CUDA when ``cfg.device`` allows it and one exists."""
+    import torch
+
+    return torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_evaluate(weights: str, cfg: Config, out_dir: str) -> tuple[dict[str, dict[str, float]], float]:
+    """COCO metrics of ``weights`` on ``cfg.data.val_*`` with ``cfg``'s inference settings, and the
+    inference time in seconds per image (model forward + post-processing, excluding COCOeval)."""
+    from .checkpoint import load_inference_model
+    from .evaluator import coco_evaluate, eval_dataset, run_inference
+    from .evaluator import write_json as write_json_atomic
+
+    device = run_device(cfg)
+    model, _, _ = load_inference_model(weights, device, cfg)
+    dataset = eval_dataset(cfg.data.val_json, cfg.data.val_images, cfg.data.test_min_size,
+                           cfg.data.test_max_size, cfg.data.on_error)
+    t0 = time.perf_counter()
+    results = run_inference(model, dataset, device, progress=False)
+    _sync(device)
+    per_image = (time.perf_counter() - t0) / max(1, len(dataset))
+    os.makedirs(out_dir, exist_ok=True)
+    write_json_atomic(results, os.path.join(out_dir, "coco_results.json"))
+    metrics = coco_evaluate(cfg.data.val_json, results)
+    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
+    return metrics, per_image
+
+
+def _final_checkpoint(run_dir: str) -> str | None:
+    from .checkpoint import latest_checkpoint
+
+    return latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+
+
+def run_one(variant: Variant, cfg: Config, study_dir: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or reuse the weights of a finished run with the same :func:`train_key` and seed) and
+    evaluate one variant × seed in ``cfg.output_dir``; writes and returns its ``run.json`` record."""
+    from .trainer import train
+
+    run_dir = cfg.output_dir
+    key = train_key(cfg)
+    weights, shared_from, train_s = None, None, 0.0
+    for other in sorted(os.listdir(study_dir)):
+        rec_path = os.path.join(study_dir, other, f"seed{cfg.seed}", RUN_FILE)
+        if other != variant.name and os.path.isfile(rec_path):
+            rec = json.load(open(rec_path))
+            path = os.path.join(study_dir, rec.get("weights") or "")  # relative to the study folder
+            if rec.get("train_key") == key and rec.get("weights") and os.path.isfile(path):
+                weights, shared_from, train_s = path, other, rec["train_seconds"]
+                break
+    if weights is None:
+        if os.path.isdir(run_dir):  # an interrupted run: start it again from scratch
+            shutil.rmtree(run_dir)
+        t0 = time.perf_counter()
+        weights = train(cfg, resume=False, progress=False)
+        train_s = time.perf_counter() - t0
+    else:
+        os.makedirs(run_dir, exist_ok=True)
+        log(f"  {variant.name} seed {cfg.seed}: reusing the weights of {shared_from} (only model.inference differs)")
+    metrics, per_image = timed_evaluate(weights, cfg, os.path.join(run_dir, "eval"))
+    record = {
+        "variant": variant.name, "config_file": variant.path, "seed": cfg.seed, "iters": cfg.solver.max_iter,
+        "train_key": key, "weights": os.path.relpath(weights, study_dir), "weights_shared_from": shared_from,
+        "train_seconds": round(train_s, 2), "infer_seconds_per_image": round(per_image, 4),
+        "mask": metrics.get("segm", {}), "box": metrics.get("bbox", {}),
+    }
+    write_json(record, os.path.join(run_dir, RUN_FILE))
+    return record
+
+
+# ------------------------------------------------------------------------------------------ budget
+
+def measure_costs(variants: list[Variant], make_cfg: Callable[[Variant, int, str], Config], scratch: str,
+                  timed_iters: int = 2, timed_images: int = 2) -> dict[str, dict[str, float]]:
+    """Per variant: seconds per training iteration (after one warm-up iteration) and seconds per
+    inference image (after one warm-up image), measured with the run's own config in ``scratch``."""
+    from .checkpoint import load_inference_model
+    from .evaluator import eval_dataset, infer_sample
+    from .trainer import train
+
+    costs = {}
+    for v in variants:
+        out = os.path.join(scratch, v.name)
+        cfg = make_cfg(v, 1 + timed_iters, out)
+        cfg = merge(cfg, {"solver": {"log_period": 1}})
+        weights = train(cfg, resume=False, progress=False)
+        times = [json.loads(line)["time"] for line in open(os.path.join(out, "metrics.jsonl")) if line.strip()]
+        per_iter = (times[-1] - times[0]) / max(1, len(times) - 1)
+        device = run_device(cfg)
+        model, _, _ = load_inference_model(weights, device, cfg)
+        ds = eval_dataset(cfg.data.val_json, cfg.data.val_images, cfg.data.test_min_size, cfg.data.test_max_size)
+        samples = [ds[i] for i in range(min(len(ds), timed_images + 1))]
+        infer_sample(model, samples[0], device)
+        t0 = time.perf_counter()
+        for s in samples[1:]:
+            infer_sample(model, s, device)
+        _sync(device)
+        per_image = (time.perf_counter() - t0) / max(1, len(samples) - 1)
+        costs[v.name] = {"train_s_per_iter": round(per_iter, 4), "infer_s_per_image": round(per_image, 4)}
+        shutil.rmtree(out, ignore_errors=True)
+    return costs
+
+
+def iterations_for_budget(costs: dict[str, dict[str, float]], seeds: int, val_images: int, minutes: float) -> int:
+    """The common iteration count that fits ``minutes`` for all variants × ``seeds`` (see module doc)."""
+    fixed = seeds * sum(c["infer_s_per_image"] * val_images + RUN_OVERHEAD_S for c in costs.values())
+    per_iter = seeds * sum(c["train_s_per_iter"] for c in costs.values())
+    iters = int((minutes * 60 - fixed) // per_iter)
+    if iters < 1:
+        need = (fixed + per_iter) / 60
+        raise ValueError(f"--budget-minutes {minutes:g} is too small: one iteration of every run needs {need:.1f} min")
+    return iters
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summarize(records: list[dict[str, Any]], variants: list[Variant], meta: dict[str, Any]) -> dict[str, Any]:
+    """``results.json`` content: per variant the runs and mean/std of every metric; per paper claim
+    whose two variants are in ``variants``, the paired (same seed) mask-AP differences."""
+    groups = groups_of(variants)
+    present = {v.name for v in variants}
+    by_variant: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    for r in records:
+        by_variant.setdefault(r["variant"], []).append(r)
+    out_variants = {}
+    for name, runs in by_variant.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        stats: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "n": len(runs)}
+        if runs:
+            for kind in ("mask", "box"):
+                for m in METRICS:
+                    stats[f"{kind}_{m}"] = _mean_std([r[kind].get(m, 0.0) for r in runs])
+            stats["train_seconds"] = _mean_std([r["train_seconds"] for r in runs])
+            stats["infer_ms_per_image"] = _mean_std([1000 * r["infer_seconds_per_image"] for r in runs])
+        out_variants[name] = {"config_file": next((v.path for v in variants if v.name == name), None),
+                              "stats": stats, "runs": runs}
+    comparisons = []
+    for g in groups:
+        for c in GROUPS[g].comparisons:
+            if not {c.baseline, c.better} <= present:
+                continue
+            a = {r["seed"]: r["mask"]["AP"] for r in by_variant.get(c.baseline, [])}
+            b = {r["seed"]: r["mask"]["AP"] for r in by_variant.get(c.better, [])}
+            common = sorted(set(a) & set(b))
+            diffs = [b[s] - a[s] for s in common]
+            mean, std = _mean_std(diffs) if diffs else (float("nan"), float("nan"))
+            # beyond noise: the mean paired difference exceeds 2 standard errors (needs ≥ 2 seeds)
+            clear = len(diffs) > 1 and abs(mean) > 2 * std / math.sqrt(len(diffs))
+            comparisons.append({"group": g, "baseline": c.baseline, "better": c.better, "claim": c.claim,
+                                "paper_delta": c.paper_delta, "seeds": common, "delta_mean": mean, "delta_std": std,
+                                "holds": bool(diffs) and mean > 0, "beyond_noise": clear})
+    shown = {g: {**dataclasses.asdict(GROUPS[g]), "variants": [v for v in GROUPS[g].variants if v in present]}
+             for g in groups}
+    return {"meta": meta, "groups": shown,
+            "variants": out_variants, "comparisons": comparisons}
+
+
+def _pm(ms: tuple[float, float] | list[float], digits: int = 1) -> str:
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The tables of ``results.md``: one per group (mean ± std over seeds) and the paper's claims."""
+    meta = summary["meta"]
+    lines = [f"# Ablation results ({meta.get('finished_runs', 0)}/{meta.get('planned_runs', 0)} runs)", "",
+             f"- iterations per run: {meta.get('iters')} ({meta.get('budget_note', '')})",
+             f"- seeds: {meta.get('seeds')}; dataset: {meta.get('train_json')} → {meta.get('val_json')}",
+             f"- overlay: {meta.get('overlay') or 'none (paper config)'}; device: {meta.get('device')}; "
+             f"machine: {meta.get('machine')}", ""]
+    # 2 decimals while every mean mask AP is below 5 (short budgets), else the paper's 1
+    aps = [v["stats"]["mask_AP"][0] for v in summary["variants"].values() if v["stats"]["n"]]
+    d = 2 if aps and max(aps) < 5 else 1
+    head = ("| variant | seeds | mask AP | AP50 | AP75 | APs | APm | APl | box AP | train s | infer ms/img |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
+    groups = summary["groups"] or {"all": {"title": "all variants", "variants": list(summary["variants"])}}
+    for g, group in groups.items():
+        lines += [f"## {group['title']}", "", head]
+        for name in group["variants"]:
+            st = summary["variants"].get(name, {}).get("stats", {"n": 0})
+            if not st["n"]:
+                lines.append(f"| {name} | 0 | – | – | – | – | – | – | – | – | – |")
+                continue
+            cells = [_pm(st[f"mask_{m}"], d) for m in METRICS] + [_pm(st["box_AP"], d), _pm(st["train_seconds"], 0),
+                                                                _pm(st["infer_ms_per_image"], 0)]
+            lines.append(f"| {name} | {st['n']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if summary["comparisons"]:
+        lines += ["## The paper's claims (paired by seed: Δ mask AP = better − baseline)", "",
+                  "| group | better | baseline | paper Δ | Δ here (mean ± std) | seeds | ordering holds |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in summary["comparisons"]:
+            delta = "–" if not c["seeds"] else f"{c['delta_mean']:+.{d}f} ± {c['delta_std']:.{d}f}"
+            verdict = "–" if not c["seeds"] else ("yes" if c["holds"] else "no") + (
+                "" if c["beyond_noise"] else " (within noise)")
+            lines.append(f"| {c['group']} | {c['better']} | {c['baseline']} | {c['paper_delta']:+.1f} | {delta} | "
+                         f"{len(c['seeds'])} | {verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_results(summary: dict[str, Any], path: str) -> None:
+    """Bar chart of mask AP (mean, error bar = std over seeds), one panel per group; atomic write."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = summary["groups"] or {"all": {"title": "all variants", "variants": list(summary["variants"])}}
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 4.2), squeeze=False)
+    for ax, (g, group) in zip(axes[0], groups.items()):
+        names = list(group["variants"])
+        stats = [summary["variants"].get(n, {}).get("stats", {"n": 0}) for n in names]
+        means = [s["mask_AP"][0] if s["n"] else 0.0 for s in stats]
+        stds = [s["mask_AP"][1] if s["n"] else 0.0 for s in stats]
+        ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=plt.cm.tab10(np.arange(len(names)) % 10))
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(g, fontsize=9)
+        ax.set_ylabel("mask AP")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_results(out: str, records: list[dict[str, Any]], variants: list[Variant],
+                  meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``results.json``, ``results.md`` and ``results.png`` in ``out``; returns the summary."""
+    summary = summarize(records, variants, meta)
+    write_json(summary, os.path.join(out, "results.json"))
+    write_text(results_markdown(summary), os.path.join(out, "results.md"))
+    plot_results(summary, os.path.join(out, "results.png"))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ study
+
+def machine_description() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def run_study(variants: list[Variant], train_json: str, val_json: str, out: str,
+              seeds: int = 3, iters: int | None = None, budget_minutes: float | None = None,
+              overlay_path: str | None = CPU_OVERLAY, overrides: dict[str, Any] | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate every variant × seed (seed-major order, so an interrupted study has every
+    variant at equal seeds) and write the results; see the module docstring. Returns the summary."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be ≥ 1, got {seeds}")
+    if (iters is None) == (budget_minutes is None):
+        raise ValueError("give exactly one of --iters and --budget-minutes")
+    if iters is not None and iters < 1:
+        raise ValueError(f"--iters must be ≥ 1, got {iters}")
+    os.makedirs(out, exist_ok=True)
+    overlay = read_overlay(overlay_path)
+    data = dataset_overrides(train_json, val_json)
+
+    def make_cfg(v: Variant, n: int, run_dir: str, seed: int = 0) -> Config:
+        return compose(v, overlay, data, n, seed, run_dir, overrides)
+
+    budget_path = os.path.join(out, BUDGET_FILE)
+    if iters is None:
+        budget = json.load(open(budget_path)) if os.path.isfile(budget_path) else {}
+        costs = budget.get("costs", {})
+        missing = [v for v in variants if v.name not in costs]
+        if missing:  # measured once per study folder; a resumed study reuses them (and so its iterations)
+            log(f"budget: timing {len(missing)} variants (1 warm-up + 2 iterations, inference of 2 images each)")
+            costs.update(measure_costs(missing, make_cfg, os.path.join(out, "_calibration")))
+            write_json({"costs": costs, "run_overhead_s": RUN_OVERHEAD_S}, budget_path)
+        with open(val_json) as f:
+            n_val = len(json.load(f)["images"])
+        costs = {v.name: costs[v.name] for v in variants}
+        iters = iterations_for_budget(costs, seeds, n_val, budget_minutes)
+        write_json({"budget_minutes": budget_minutes, "seeds": seeds, "iters": iters, "val_images": n_val,
+                    "run_overhead_s": RUN_OVERHEAD_S, "costs": {**budget.get("costs", {}), **costs}}, budget_path)
+        log(f"budget: {budget_minutes:g} min → {iters} iterations per run (costs in {budget_path})")
+    note = (f"from --budget-minutes {budget_minutes:g}, same iterations for every variant"
+            if budget_minutes is not None else "--iters")
+    meta = {"iters": iters, "budget_minutes": budget_minutes, "budget_note": note, "seeds": list(range(seeds)),
+            "train_json": train_json, "val_json": val_json, "overlay": overlay_path,
+            "overrides": overrides or {}, "machine": machine_description(),
+            "device": compose(variants[0], overlay, data, iters, 0, out, overrides).device,
+            "planned_runs": len(variants) * seeds}
+
+    records: list[dict[str, Any]] = []
+    t_study = time.perf_counter()
+    for seed in range(seeds):
+        for v in variants:
+            run_dir = os.path.join(out, v.name, f"seed{seed}")
+            rec_path = os.path.join(run_dir, RUN_FILE)
+            if os.path.isfile(rec_path):
+                rec = json.load(open(rec_path))
+                if rec.get("iters") != iters:
+                    raise ValueError(f"{rec_path} was run with {rec.get('iters')} iterations, this study uses "
+                                     f"{iters}: use another --out")
+                records.append(rec)
+                log(f"[{len(records)}/{meta['planned_runs']}] {v.name} seed {seed}: done already, skipped")
+                continue
+            cfg = make_cfg(v, iters, run_dir, seed)
+            t0 = time.perf_counter()
+            rec = run_one(v, cfg, out, log)
+            records.append(rec)
+            log(f"[{len(records)}/{meta['planned_runs']}] {v.name} seed {seed}: "
+                f"mask AP {rec['mask'].get('AP', 0):.2f}, box AP {rec['box'].get('AP', 0):.2f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+            meta["finished_runs"] = len(records)
+            meta["study_seconds"] = round(time.perf_counter() - t_study, 1)
+            write_results(out, records, variants, meta)
+    meta["finished_runs"] = len(records)
+    meta["study_seconds"] = round(time.perf_counter() - t_study, 1)
+    return write_results(out, records, variants, meta)
+
+
+def default_overlay(base_config: str | None, device_auto: str = "auto") -> str | None:
+    """``--base-config``: a path, ``none`` (the paper's config as is), or ``auto`` (default):
+    :data:`CPU_OVERLAY` without CUDA, none with CUDA."""
+    if base_config in (None, "auto"):
+        import torch
+
+        return None if torch.cuda.is_available() and device_auto != "cpu" else CPU_OVERLAY
+    if base_config == "none":
+        return None
+    if not os.path.isfile(base_config):
+        candidate = os.path.join(ABLATION_DIR, base_config)
+        if os.path.isfile(candidate):
+            return candidate
+        raise FileNotFoundError(f"--base-config {base_config!r} does not exist")
+    return base_config
+
+
+__all__ = ["GROUPS", "REPRESENTATION_KEYS", "CPU_OVERLAY", "Variant", "resolve_variants", "resolve_dataset",
+           "read_overlay", "compose", "train_key", "run_study", "iterations_for_budget", "default_overlay",
+           "results_markdown"]
