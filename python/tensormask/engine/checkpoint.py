@@ -130,6 +130,9 @@ def load_inference_model(path: str, device: str | torch.device = "cpu", config=N
         cfg = config if config is not None else Config(model=model.cfg)
         k = model.cfg.head.num_classes
         meta = {"category_names": [f"class_{i}" for i in range(k)], "contiguous_to_category_id": list(range(1, k + 1))}
+        meta, full = _exported_metadata(path, meta)  # `tensormask export` files carry these
+        if config is None and full is not None:
+            cfg = from_dict(full, Config())
         return model.to(device).eval(), meta, cfg
     state = load_checkpoint(path, map_location="cpu")
     cfg = config if config is not None else from_dict(state.get("config", {}), Config())
@@ -144,3 +147,18 @@ def load_inference_model(path: str, device: str | torch.device = "cpu", config=N
         "contiguous_to_category_id": list(range(1, k + 1)),
     }
     return model.to(device).eval(), meta, cfg
+
+
+def _exported_metadata(path: str, default_meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Category map and full config stored by ``tensormask export`` in a safetensors file's metadata
+    (``default_meta`` and None when absent)."""
+    import json
+
+    from .convert import read_metadata
+
+    metadata, _ = read_metadata(path)
+    meta = json.loads(metadata["dataset"]) if "dataset" in metadata else default_meta
+    full = json.loads(metadata["full_config"]) if "full_config" in metadata else None
+    if full is not None:
+        full.get("model", {}).get("backbone", {})["weights"] = None  # the weights are this file
+    return meta, full
