@@ -2,8 +2,12 @@
 #   make demo       set up, then run the demo
 #   make test       set up, then run all tests (pytest + ctest)
 #   make test-all   also the slow tests
+#   make test-sdk   install the C++ SDK from the pip build, build + run examples/cpp_app against it
 #   make cuda-check compile the CUDA kernels against a CUDA torch (no GPU needed)
-#   make bench      benchmarks (ops, label assignment, post-processing), ratios vs baselines
+#   make fuzz       hypothesis fuzz tests of every native op, >= 10,000 generated cases (FUZZ_EXAMPLES=per test)
+#   make sanitize   ASan + UBSan build in build-sanitize/: ctest and the Python op tests under the sanitizers
+#   make bench      benchmarks (ops, label assignment, post-processing, C++ vs Python inference), ratios vs baselines
+#   make bench-peer end-to-end speed vs torchvision Mask R-CNN (own venv .venv-peer, ~5.5 GB; BENCH_E2E_ARGS=...)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -18,7 +22,7 @@ APT_DEPS := libgtest-dev nlohmann-json3-dev libstb-dev
 CTEST_DIR = $(firstword $(wildcard build/cp*/CTestTestfile.cmake))
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all venv system-deps install demo test test-all test-py test-cpp cuda-check bench clean
+.PHONY: all venv system-deps install demo test test-all test-py test-cpp test-sdk cuda-check fuzz sanitize bench bench-peer clean
 
 all: install
 
@@ -62,8 +66,25 @@ test-cpp:
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cmake --build $(dir $(CTEST_DIR)) --target tensormask_tests
 	$(VENV)/bin/ctest --test-dir $(dir $(CTEST_DIR)) --output-on-failure
 
+# The ctest `example_app` (also run by test-cpp): `cmake --install --component dev` of the pip build
+# into <build>/sdk/install, then examples/cpp_app configured with find_package(TensorMask), built, run.
+test-sdk:
+	@test -n "$(CTEST_DIR)" || { echo "no C++ build found: run make install first"; exit 1; }
+	$(VENV)/bin/ctest --test-dir $(dir $(CTEST_DIR)) -R '^example_app$$' --output-on-failure
+
 test-all: install test-cpp
 	$(PY) -m pytest -q -m ""
+
+# tests/fuzz at the `fuzz` hypothesis profile (`make test` runs the small `ci` sample); the case count
+# per test and the total are printed at the end and written to build/fuzz-report.json.
+FUZZ_EXAMPLES ?= 1100
+fuzz: install
+	@mkdir -p build
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=build/fuzz-report.json \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+
+sanitize: venv system-deps
+	VENV=$(VENV) tools/sanitize.sh
 
 cuda-check:
 	tools/cuda_check.sh
@@ -72,6 +93,23 @@ bench: install
 	$(PY) benchmarks/bench_ops.py
 	$(PY) benchmarks/bench_assign.py
 	$(PY) benchmarks/bench_postprocess.py
+	$(PY) benchmarks/bench_cpp_infer.py
+
+
+# torchvision's Mask R-CNN, the peer of benchmarks/bench_e2e.py, in a venv of its own (torchvision is not
+# a dependency of tensormask). PyPI's torchvision pairs with specific torch releases: this pair comes from
+# the local wheel store (a CUDA build; it also runs on the CPU), beside our venv's torch.
+PEER_VENV ?= .venv-peer
+PEER_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BENCH_E2E_ARGS ?=
+
+$(PEER_VENV)/.stamp:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q $(PEER_SPEC)
+	touch $@
+
+bench-peer: install $(PEER_VENV)/.stamp
+	$(PY) benchmarks/bench_e2e.py --peer-python $(PEER_VENV)/bin/python $(BENCH_E2E_ARGS)
 
 clean:
 	rm -rf build build-cuda dist

@@ -16,9 +16,11 @@ COMMANDS = {
     "train": ("tensormask.train", "train a model from a YAML config (torchrun for several processes)"),
     "eval": ("tensormask.eval", "COCO mask and box AP of a checkpoint on a COCO-format dataset"),
     "predict": ("tensormask.predict", "draw the detections of a checkpoint on images"),
+    "ablate": ("tensormask.ablate", "train + evaluate ablation variants (paper Tab. 1, 2a-d, A.4) over seeds; results table"),
     "calibrate": ("tensormask.calibrate", "score → precision calibration of a checkpoint on a validation set (paper A.5)"),
     "make-synthetic": ("tensormask.data.synthetic", "write the embedded synthetic COCO-format dataset"),
     "convert-detectron2": ("tensormask.engine.convert", "convert a detectron2 TensorMask checkpoint (.pkl/.pth) to safetensors"),
+    "export": ("tensormask.export", "export a checkpoint for C++ inference (safetensors weights + JSON config)"),
 }
 
 
@@ -26,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="tensormask", description="TensorMask: dense sliding-window instance segmentation")
     parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    from .cli_utils import one_line_errors
+
+    one_line_errors(parser)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0

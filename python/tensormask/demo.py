@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from .predict import main as predict_main
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    overrides = parse_overrides(args.overrides)
+    merge(load_config(DEMO_CONFIG, base=Config()), overrides)  # bad overrides fail before the data is made
     out = os.path.abspath(args.out)
     t0 = time.perf_counter()
     data = os.path.join(out, "data")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         },
         "output_dir": os.path.join(out, "run"),
     })
-    cfg = merge(cfg, parse_overrides(args.overrides))
+    cfg = merge(cfg, overrides)
     print(f"[2/4] training the tiny TensorMask (tensor bipyramid) for {cfg.solver.max_iter} iterations on the CPU")
     t1 = time.perf_counter()
     weights = train(cfg, resume=False)

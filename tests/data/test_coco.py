@@ -121,7 +121,8 @@ def test_skip_mode_counts_each_problem_by_reason(dataset_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="tensormask.data.coco"):
         ds = CocoDataset(dataset_dir / "ann.json", dataset_dir / "images", on_error="skip")
         assert ds.image_ids == [1, 2, 3]  # the missing image is left out
-        assert dict(ds.skipped) == {"missing_image": 1, "unknown_category": 1, "bad_segmentation": 3, "bad_bbox": 1}
+        assert dict(ds.skipped) == {"missing_image": 1, "unknown_category": 1, "bad_segmentation": 3, "bad_bbox": 1,
+                                    "empty_polygon": 1}
         assert ds[2] is None  # corrupt
         ds[0]
         ds[0], ds[2]  # counted once however often read
@@ -130,8 +131,8 @@ def test_skip_mode_counts_each_problem_by_reason(dataset_dir, caplog):
         "unknown_category": 1,
         "bad_segmentation": 3,
         "bad_bbox": 1,
+        "empty_polygon": 1,
         "corrupt_image": 1,
-        "empty_mask": 1,
     }
     text = caplog.text
     for needle in (

@@ -10,13 +10,26 @@ image files and malformed annotations follow ``on_error``:
 
 Problems only visible when an image is read (corrupt file, size different from the JSON) follow the
 same policy in ``__getitem__``; in skip mode it then returns ``None``, which :func:`collate` drops.
-Instances whose decoded mask is empty (e.g. a degenerate polygon) are always dropped and counted as
+Instances whose decoded mask is empty (e.g. a polygon of zero area) are always dropped and counted as
 ``"empty_mask"``: they carry nothing to learn. Counts made in ``DataLoader`` worker processes stay in
 those processes.
 
-Reasons counted in ``skipped``: ``bad_image_entry``, ``missing_image``, ``corrupt_image``,
-``size_mismatch``, ``bad_annotation``, ``unknown_image_id``, ``unknown_category``, ``bad_bbox``,
-``bad_segmentation``, ``empty_mask``.
+Reasons counted in ``skipped`` (each follows ``on_error``):
+
+* ``bad_image_entry``: an ``images`` entry without an integer ``id`` or a string ``file_name``, or
+  with a non-positive ``height``/``width``;
+* ``duplicate_image_id``: an image id listed twice (the first entry is kept);
+* ``missing_image`` / ``corrupt_image`` (truncated or not an image) / ``size_mismatch``;
+* ``bad_annotation`` (not an object, missing or duplicate id, bad ``iscrowd``), ``unknown_image_id``,
+  ``unknown_category`` (a ``category_id`` missing from ``categories``);
+* ``bad_bbox`` (malformed) and ``degenerate_bbox`` (width or height ≤ 0);
+* ``bad_segmentation`` (malformed polygon or RLE), ``empty_polygon`` (no polygon with ≥ 3 points),
+  ``mask_outside_image`` (every polygon point outside the image: the mask would be empty);
+* ``empty_mask`` (decoded mask without pixels; dropped in both modes).
+
+Reported but kept, counted in ``warned``: ``self_intersecting_polygon`` — pycocotools rasterises such
+polygons (as COCO's own evaluation does), so the ground truth stays the official one; a warning names
+the annotation once.
 """
 
 from __future__ import annotations
@@ -37,7 +50,8 @@ from torch.utils.data import Dataset
 
 from .structures import Sample, masks_to_boxes
 
-__all__ = ["CocoDataset", "load_image", "decode_segmentation", "check_segmentation", "rle_counts"]
+__all__ = ["CocoDataset", "load_image", "decode_segmentation", "check_segmentation", "rle_counts",
+           "polygons_outside", "polygon_self_intersects"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +147,36 @@ def check_segmentation(seg: Any, height: int | None, width: int | None) -> str |
     return f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}"
 
 
+def polygons_outside(polys: list[list[float]], height: int, width: int) -> bool:
+    """True when every point of every polygon ``[x0, y0, x1, y1, ...]`` (pixels) lies outside the
+    ``height × width`` image on the same side, so the rasterised mask is empty."""
+    for poly in polys:
+        xs, ys = poly[0::2], poly[1::2]
+        if not (max(xs) <= 0 or min(xs) >= width or max(ys) <= 0 or min(ys) >= height):
+            return False
+    return True
+
+
+def polygon_self_intersects(poly: list[float]) -> bool:
+    """True when two non-adjacent edges of the closed polygon ``[x0, y0, x1, y1, ...]`` cross (a proper
+    crossing; edges that only touch or overlap collinearly do not count). O(n²) vectorised."""
+    p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    n = len(p)
+    if n < 4:
+        return False
+    a, b = p, np.roll(p, -1, axis=0)  # edge i: a[i] -> b[i]
+
+    def orient(o, q, r):  # sign of the cross product (q − o) × (r − o), broadcast over edge pairs
+        return np.sign((q[..., 0] - o[..., 0]) * (r[..., 1] - o[..., 1]) - (q[..., 1] - o[..., 1]) * (r[..., 0] - o[..., 0]))
+
+    A, B = a[:, None], b[:, None]
+    C, D = a[None, :], b[None, :]
+    cross = (orient(A, B, C) * orient(A, B, D) < 0) & (orient(C, D, A) * orient(C, D, B) < 0)
+    i, j = np.triu_indices(n, k=2)
+    keep = ~((i == 0) & (j == n - 1))  # the first and the last edge share a vertex
+    return bool(cross[i[keep], j[keep]].any())
+
+
 def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray:
     """Decode a (validated, see :func:`check_segmentation`) segmentation to a bool (H, W) mask.
 
@@ -216,6 +260,7 @@ class CocoDataset(Dataset):
         contiguous_to_category_id: list, contiguous label -> JSON category id.
         category_id_to_contiguous: dict, JSON category id -> contiguous label.
         skipped: ``Counter`` of skipped items by reason.
+        warned: ``Counter`` of kept items with a reported problem (``self_intersecting_polygon``).
     """
 
     def __init__(
@@ -240,7 +285,9 @@ class CocoDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.skipped: Counter[str] = Counter()
+        self.warned: Counter[str] = Counter()
         self._reported: set[tuple[str, Any]] = set()
+        self._polygons_checked: set[int] = set()
 
         data = _load_json(self.json_path)
         self._parse_categories(data["categories"])
@@ -293,7 +340,7 @@ class CocoDataset(Dataset):
             iid, fname = int(e["id"]), e["file_name"]
             where = f"{self.json_path}: image '{fname}' (id {iid})"
             if iid in images or iid in self._dropped_images:
-                self._problem("bad_image_entry", ("index", i), f"{where}: duplicate image id")
+                self._problem("duplicate_image_id", ("index", i), f"{where}: image id {iid} is listed twice in 'images'")
                 continue
             h, w = e.get("height"), e.get("width")
             if (h is not None or w is not None) and not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
@@ -366,6 +413,9 @@ class CocoDataset(Dataset):
                     "bad_bbox", aid, f"{where}: 'bbox' must be [x, y, width, height] with finite numbers, got {bbox!r}"
                 )
                 continue
+            if bbox is not None and not (bbox[2] > 0 and bbox[3] > 0):
+                self._problem("degenerate_bbox", aid, f"{where}: degenerate 'bbox' {bbox!r}: width and height must be > 0")
+                continue
             if "segmentation" not in a:
                 self._problem("bad_segmentation", aid, f"{where}: no 'segmentation'")
                 continue
@@ -374,6 +424,18 @@ class CocoDataset(Dataset):
             if err is not None:
                 self._problem("bad_segmentation", aid, f"{where}: bad segmentation: {err}")
                 continue
+            if isinstance(seg, list):
+                polys = [p for p in seg if len(p) >= 6]
+                if not polys:
+                    self._problem("empty_polygon", aid, f"{where}: no polygon with at least 3 points: {seg!r}")
+                    continue
+                if img["height"] is not None and polygons_outside(polys, img["height"], img["width"]):
+                    self._problem(
+                        "mask_outside_image",
+                        aid,
+                        f"{where}: every polygon point lies outside the {img['height']}x{img['width']} (HxW) image",
+                    )
+                    continue
             img["anns"].append(
                 {
                     "id": aid,
@@ -382,6 +444,16 @@ class CocoDataset(Dataset):
                     "segmentation": seg,
                 }
             )
+
+    def _check_self_intersection(self, aid: int, seg: list, where: str) -> None:
+        """Count and warn (once per annotation) about a self-intersecting polygon; it is kept."""
+        if aid in self._polygons_checked:
+            return
+        self._polygons_checked.add(aid)
+        bad = [i for i, p in enumerate(seg) if len(p) >= 8 and polygon_self_intersects(p)]
+        if bad:
+            self.warned["self_intersecting_polygon"] += 1
+            logger.warning("%s: polygon(s) %s intersect themselves; kept as pycocotools rasterises them", where, bad)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -439,6 +511,8 @@ class CocoDataset(Dataset):
         for a in r["anns"]:
             awhere = f"annotation id {a['id']} of {where}"
             err = check_segmentation(a["segmentation"], h, w) if r["height"] is None else None
+            if err is None and isinstance(a["segmentation"], list):
+                self._check_self_intersection(a["id"], a["segmentation"], awhere)
             if err is None:
                 try:
                     m = decode_segmentation(a["segmentation"], h, w)

@@ -531,15 +531,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="processes (output does not depend on it)"
     )
-    args = parser.parse_args(argv)
-    if args.images < 0:
-        parser.error("--images must be >= 0")
-    s = generate(args.out, args.images, seed=args.seed, config=args.preset, workers=max(1, args.workers))
-    print(
-        f"wrote {s['images']} images, {s['annotations']} annotations to {args.out} "
-        f"({s['seconds']:.1f} s, preset {args.preset}, seed {args.seed})"
-    )
-    return 0
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.images < 0:
+            parser.error("--images must be >= 0")
+        s = generate(args.out, args.images, seed=args.seed, config=args.preset, workers=max(1, args.workers))
+        print(
+            f"wrote {s['images']} images, {s['annotations']} annotations to {args.out} "
+            f"({s['seconds']:.1f} s, preset {args.preset}, seed {args.seed})"
+        )
+        return 0
+
+    from ..cli_utils import run_command
+
+    return run_command(parser, run, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -600,7 +600,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="mask head of a checkpoint without the tensor bipyramid (no head.mask_fuse): "
                              "simple_aligned (ALIGNED_ON: True) or simple_natural (ALIGNED_ON: False)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    args = parser.parse_args(argv)
+    from ..cli_utils import one_line_errors
+
+    args = one_line_errors(parser).parse_args(argv)
     try:
         report = convert_detectron2(args.src, args.dst, mask_head=args.mask_head)
     except Exception as e:  # noqa: BLE001 - the CLI reports any failure in one line

@@ -232,6 +232,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
     def checkpoint(iteration: int) -> str | None:
         if not main:
             return None
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never replace a good checkpoint with diverged weights
+            raise FloatingPointError(
+                f"non-finite weights after iteration {iteration} ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                f"checkpoint not written; the last good one is {latest_checkpoint(out) or 'none'}"
+            )
         return save_checkpoint(
             out,
             iteration,

@@ -31,6 +31,8 @@ IGNORE = -2
 
 MAX_LEVELS = 16
 MAX_WINDOW_SIZES = 16
+#: Bound on level sizes, strides and window sizes (keeps the native index math far from int64 overflow).
+MAX_GRID_VALUE = 2**28
 
 
 def _flat_level_sizes(level_sizes) -> list[int]:
@@ -111,8 +113,9 @@ def assign_windows(
         ``matched``: ``(R,)`` int64, the GT index (≥ 0) of a positive window, :data:`NEGATIVE` (−1) or
         :data:`IGNORE` (−2); R = :func:`num_windows`, same device as ``gt_boxes``.
     """
-    if gt_is_crowd is None:
-        gt_is_crowd = torch.zeros(gt_boxes.shape[0], dtype=torch.bool, device=gt_boxes.device)
+    if gt_is_crowd is None:  # (a 0-d gt_boxes gets G = 0 here and the native shape check's error)
+        G = gt_boxes.shape[0] if gt_boxes.dim() > 0 else 0
+        gt_is_crowd = torch.zeros(G, dtype=torch.bool, device=gt_boxes.device)
     if crowd_mask is None:
         crowd_mask = torch.zeros((0, 0), dtype=torch.uint8, device=gt_boxes.device)
     return torch.ops.tensormask.assign_windows(
@@ -186,12 +189,16 @@ def _check_window_grid(level_sizes, strides, window_sizes, op: str) -> None:
         )
     if not 1 <= A <= MAX_WINDOW_SIZES:
         raise ValueError(f"{op}: `window_sizes` must have 1 to {MAX_WINDOW_SIZES} entries, got {A}")
-    if any(a < 1 for a in window_sizes):
-        raise ValueError(f"{op}: `window_sizes` must be positive, got {list(window_sizes)}")
-    if any(s < 1 for s in strides):
-        raise ValueError(f"{op}: `strides` must be positive, got {list(strides)}")
+    if any(not 1 <= a <= MAX_GRID_VALUE for a in window_sizes):
+        raise ValueError(f"{op}: `window_sizes` must be positive and at most {MAX_GRID_VALUE}, got {list(window_sizes)}")
+    if any(not 1 <= s <= MAX_GRID_VALUE for s in strides):
+        raise ValueError(f"{op}: `strides` must be positive and at most {MAX_GRID_VALUE}, got {list(strides)}")
     if any(n < 0 for n in level_sizes):
         raise ValueError(f"{op}: `level_sizes` must be non-negative, got {list(level_sizes)}")
+    if any(n > MAX_GRID_VALUE for n in level_sizes):
+        raise ValueError(f"{op}: `level_sizes` must be at most {MAX_GRID_VALUE}, got {list(level_sizes)}")
+    if num_windows(level_sizes, window_sizes) >= 2**63:
+        raise ValueError(f"{op}: `level_sizes` {list(level_sizes)} give more than 2^63 windows")
 
 
 @torch.library.register_fake("tensormask::assign_windows")

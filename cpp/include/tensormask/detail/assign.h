@@ -34,6 +34,9 @@ constexpr int64_t kIgnore = -2;    // ignored window: no classification loss
 
 constexpr int kMaxLevels = 16;
 constexpr int kMaxWindowSizes = 16;
+// Bound on level sizes, strides and window sizes: keeps H·W·A, y·s and window_size·s far from int64
+// overflow (2^28·2^28·16 = 2^60).
+constexpr int64_t kMaxGridValue = int64_t{1} << 28;
 
 // The windows of all levels of one image. Passed by value to the CUDA kernels.
 struct WindowGrid {
@@ -209,18 +212,26 @@ inline WindowGrid make_window_grid(c10::IntArrayRef level_sizes, c10::IntArrayRe
   g.num_levels = static_cast<int>(L);
   g.num_sizes = static_cast<int>(A);
   for (int64_t a = 0; a < A; ++a) {
-    TORCH_CHECK_VALUE(window_sizes[a] >= 1, op, ": `window_sizes` must be positive, got ", window_sizes);
+    TORCH_CHECK_VALUE(window_sizes[a] >= 1 && window_sizes[a] <= kMaxGridValue, op,
+                      ": `window_sizes` must be positive and at most ", kMaxGridValue, ", got ", window_sizes);
     g.window_size[a] = window_sizes[a];
   }
   g.offset[0] = 0;
   for (int64_t k = 0; k < L; ++k) {
-    TORCH_CHECK_VALUE(strides[k] >= 1, op, ": `strides` must be positive, got ", strides);
+    TORCH_CHECK_VALUE(strides[k] >= 1 && strides[k] <= kMaxGridValue, op, ": `strides` must be positive and at most ",
+                      kMaxGridValue, ", got ", strides);
     TORCH_CHECK_VALUE(level_sizes[2 * k] >= 0 && level_sizes[2 * k + 1] >= 0, op,
                       ": `level_sizes` must be non-negative, got ", level_sizes);
+    TORCH_CHECK_VALUE(level_sizes[2 * k] <= kMaxGridValue && level_sizes[2 * k + 1] <= kMaxGridValue, op,
+                      ": `level_sizes` must be at most ", kMaxGridValue, ", got ", level_sizes);
     g.stride[k] = strides[k];
     g.height[k] = level_sizes[2 * k];
     g.width[k] = level_sizes[2 * k + 1];
-    g.offset[k + 1] = g.offset[k] + g.height[k] * g.width[k] * A;
+    // H·W·A ≤ 2^60 cannot overflow; the running sum over 16 levels can.
+    const int64_t level_windows = g.height[k] * g.width[k] * A;
+    TORCH_CHECK_VALUE(level_windows <= INT64_MAX - g.offset[k], op, ": `level_sizes` ", level_sizes,
+                      " give more than 2^63 windows");
+    g.offset[k + 1] = g.offset[k] + level_windows;
   }
   return g;
 }

@@ -24,6 +24,10 @@ C10_HOST_DEVICE inline int64_t window_offset(int64_t v, int64_t size) { return v
 // −α (nat2align).
 C10_HOST_DEVICE inline int64_t shift_source(int64_t V, int64_t U, int64_t H, int64_t W, int64_t shift, int64_t v,
                                             int64_t u, int64_t y, int64_t x) {
+  // A shift of magnitude ≥ max(H, W) moves every off-centre sample outside the map, so clamping it
+  // there changes no result and keeps shift·offset from overflowing for huge α (e.g. α near 2^63).
+  const int64_t limit = H > W ? H : W;
+  shift = shift > limit ? limit : (shift < -limit ? -limit : shift);
   const int64_t sy = y + shift * window_offset(v, V);
   const int64_t sx = x + shift * window_offset(u, U);
   return (sy >= 0 && sy < H && sx >= 0 && sx < W) ? ((v * U + u) * H + sy) * W + sx : -1;
