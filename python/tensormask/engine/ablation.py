@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import Config, _read_yaml, load_config, merge, to_dict
+from .budget import scale_schedule, time_training
 
 ABLATION_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "ablations")
 CPU_OVERLAY = os.path.join(ABLATION_DIR, "cpu-tiny.yaml")
@@ -190,13 +191,6 @@ def resolve_dataset(dataset: str, val: str | None) -> tuple[str, str]:
     return ann(dataset), ann(val)
 
 
-def scale_schedule(solver: Any, iters: int) -> dict[str, Any]:
-    """``solver`` overrides for ``iters`` iterations: LR steps and warm-up scaled by ``iters/max_iter``."""
-    f = iters / solver.max_iter
-    steps = sorted({min(iters - 1, max(1, round(s * f))) for s in solver.steps}) if iters > 1 else []
-    return {"max_iter": iters, "steps": steps, "warmup_iters": max(0, min(iters - 1, round(solver.warmup_iters * f)))}
-
-
 def compose(variant: Variant, overlay: dict[str, Any], data: dict[str, Any], iters: int, seed: int,
             out_dir: str, overrides: dict[str, Any] | None = None) -> Config:
     """The run config of ``variant``: variant file → overlay → dataset → budget → ``overrides``."""
@@ -317,16 +311,12 @@ def measure_costs(variants: list[Variant], make_cfg: Callable[[Variant, int, str
     inference image (after one warm-up image), measured with the run's own config in ``scratch``."""
     from .checkpoint import load_inference_model
     from .evaluator import eval_dataset, infer_sample
-    from .trainer import train
 
     costs = {}
     for v in variants:
         out = os.path.join(scratch, v.name)
         cfg = make_cfg(v, 1 + timed_iters, out)
-        cfg = merge(cfg, {"solver": {"log_period": 1}})
-        weights = train(cfg, resume=False, progress=False)
-        times = [json.loads(line)["time"] for line in open(os.path.join(out, "metrics.jsonl")) if line.strip()]
-        per_iter = (times[-1] - times[0]) / max(1, len(times) - 1)
+        per_iter, weights = time_training(cfg, out, timed_iters)
         device = run_device(cfg)
         model, _, _ = load_inference_model(weights, device, cfg)
         ds = eval_dataset(cfg.data.val_json, cfg.data.val_images, cfg.data.test_min_size, cfg.data.test_max_size)
