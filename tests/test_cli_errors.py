@@ -31,6 +31,7 @@ CASES = {
     "demo-negative-images": (["demo", "--train-images", "-5", "--out", "{out}"], 1, "num_images"),
     "demo-out-under-a-file": (["demo", "--out", "{under_file}"], 1, "Not a directory"),
     "demo-negative-minutes": (["demo", "--minutes", "-1", "--out", "{out}"], 1, "--minutes must be"),
+    "demo-bad-precision": (["demo", "--precision", "1.5", "--out", "{out}"], 1, "--precision must be in [0, 1]"),
     "demo-bad-option": (["demo", "--bogus"], 2, "unrecognized arguments: --bogus"),
     "demo-bad-override": (["demo", "--out", "{out}", "solver.max_iter=many"], 1, "solver.max_iter"),
     "train-missing-config": (["train", "--config", "{missing}.yaml"], 1, "does not exist"),
