@@ -1,4 +1,4 @@
-"""Wall-clock budgets (engine/budget.py) and the demo's ``--minutes`` (demo.fit_to_budget)."""
+"""Wall-clock budgets (engine/budget.py), the trainer's time limit and the demo's ``--minutes``."""
 
 from __future__ import annotations
 
@@ -27,14 +27,6 @@ def test_iterations_within(seconds, per_iter, expected):
     assert budget.iterations_within(seconds, per_iter, 50) == expected
 
 
-def test_seconds_per_iteration_trains_in_scratch_and_removes_it(shapes_dataset, tmp_path):
-    cfg = tiny_config(shapes_dataset, tmp_path / "unused")
-    scratch = tmp_path / "scratch"
-    t = budget.seconds_per_iteration(cfg, str(scratch), timed_iters=2)
-    assert 0 < t < 60
-    assert not scratch.exists()
-
-
 def test_time_training_keeps_the_weights(shapes_dataset, tmp_path):
     cfg = tiny_config(shapes_dataset, tmp_path / "unused")
     t, weights = budget.time_training(cfg, str(tmp_path / "run"), timed_iters=1)
@@ -43,13 +35,59 @@ def test_time_training_keeps_the_weights(shapes_dataset, tmp_path):
         budget.time_training(cfg, str(tmp_path / "run0"), timed_iters=0)
 
 
-def test_demo_budget_shortens_the_schedule_only_when_needed(shapes_dataset, tmp_path, monkeypatch):
-    cfg = tiny_config(shapes_dataset, tmp_path / "unused", max_iter=1000, steps=[810, 940], warmup_iters=50)
-    monkeypatch.setattr(budget, "seconds_per_iteration", lambda c, scratch, n: 0.5)
-    roomy = demo.fit_to_budget(cfg, 10_000.0, str(tmp_path / "t1"))
-    assert roomy.solver.max_iter == 1000 and roomy.solver.steps == (810, 940)
-    tight = demo.fit_to_budget(cfg, demo.EVAL_RESERVE_S + 105.5, str(tmp_path / "t2"))
-    assert tight.solver.max_iter == 204  # 105.5 s / (0.5 s × BUDGET_MARGIN 1.03) = 204.9
-    assert tight.solver.steps == (165, 192) and tight.solver.warmup_iters == 10
+def test_shorten_schedule_scales_steps_after_what_is_done():
+    solver = SolverConfig(max_iter=2600, steps=(2106, 2444), warmup_iters=50)
+    assert budget.shorten_schedule(solver, 1300, 50) == {"max_iter": 1300, "steps": [1053, 1222]}
+    # no step before the iterations already trained; none at all when nothing is left
+    assert budget.shorten_schedule(solver, 60, 50) == {"max_iter": 60, "steps": [50, 56]}
+    assert budget.shorten_schedule(solver, 50, 50) == {"max_iter": 50, "steps": []}
+
+
+class FakeClock:
+    """One second per call."""
+
+    def __init__(self):
+        self.t = -1.0
+
+    def __call__(self):
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture
+def fake_time_limit(monkeypatch):
+    monkeypatch.setattr(budget.TimeLimit, "clock", FakeClock())
+    monkeypatch.setattr(budget.TimeLimit, "SKIP_ITERS", 1)
+    monkeypatch.setattr(budget.TimeLimit, "TIMED_ITERS", 2)
+
+
+def test_time_limit_measures_then_shortens_once(fake_time_limit):
+    solver = SolverConfig(max_iter=10, steps=(8, 9), warmup_iters=0)
+    limit = budget.TimeLimit(6.5)  # clock 0
+    assert [limit.after_iteration(d, solver) for d in (1, 2)] == [None, None]  # clock 1 (timing starts), 2
+    # clock 3: 1 s/iteration, 3.5 s left → 3 more at 1.03 s → 6 iterations, steps 8, 9 × 0.6
+    assert limit.after_iteration(3, solver) == {"max_iter": 6, "steps": [5]}
+    assert limit.seconds_per_iter == 1.0
+    assert limit.after_iteration(4, solver) is None
+    roomy = budget.TimeLimit(1000.0)
+    assert [roomy.after_iteration(d, solver) for d in (1, 2, 3)] == [None, None, None]
+    with pytest.raises(ValueError, match="> 0"):
+        budget.TimeLimit(0.0)
+
+
+def test_training_with_a_time_limit_stops_where_it_fits(shapes_dataset, tmp_path, fake_time_limit):
+    from tensormask.config import Config, load_config
+    from tensormask.engine.trainer import train
+
+    cfg = tiny_config(shapes_dataset, tmp_path / "run", max_iter=10, steps=[8, 9], warmup_iters=0)
+    weights = train(cfg, progress=False, time_limit_s=6.5)
+    assert os.path.basename(weights) == "model_0000006.pth"
+    saved = load_config(str(tmp_path / "run" / "config.yaml"), base=Config()).solver
+    assert saved.max_iter == 6 and tuple(saved.steps) == (5,)
+
+
+def test_demo_time_limit():
+    assert demo.training_time_limit(0, 100.0) is None
+    assert demo.training_time_limit(10, 5.0) == 600 - 5.0 - demo.EVAL_RESERVE_S
     with pytest.raises(ValueError, match="--minutes"):
-        demo.fit_to_budget(cfg, 1.0, str(tmp_path / "t3"))
+        demo.training_time_limit(0.1, 5.0)

@@ -1,14 +1,14 @@
 """Wall-clock budgets: how fast this machine trains a config, and the schedule that fits a budget.
 
-Used by ``tensormask demo --minutes`` (fit the demo to the user's CPU) and by ``tensormask ablate
---budget-minutes`` (one common iteration count for every variant of a study).
+Used by ``tensormask demo --minutes`` (fit the demo to the user's CPU, :class:`TimeLimit`) and by
+``tensormask ablate --budget-minutes`` (one common iteration count for every variant of a study).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import time
 from typing import Any
 
 from ..config import Config, merge
@@ -49,16 +49,53 @@ def time_training(cfg: Config, out: str, timed_iters: int = 2) -> tuple[float, s
     return (times[-1] - times[0]) / max(1, len(times) - 1), weights
 
 
-def seconds_per_iteration(cfg: Config, scratch: str, timed_iters: int = 2) -> float:
-    """:func:`time_training` in ``scratch``, deleted afterwards: seconds per training iteration of ``cfg``."""
-    try:
-        return time_training(cfg, scratch, timed_iters)[0]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def iterations_within(seconds: float, per_iter: float, max_iter: int) -> int:
     """How many of ``max_iter`` iterations of ``per_iter`` seconds fit in ``seconds`` (0 when none)."""
     if per_iter <= 0:
         return max_iter
     return max(0, min(max_iter, int(seconds // per_iter)))
+
+
+def shorten_schedule(solver: Any, iters: int, done: int) -> dict[str, Any]:
+    """``solver`` overrides that end a run at ``iters`` iterations, ``done`` of them already trained:
+    LR steps scaled by ``iters / solver.max_iter`` (none before ``done``), warm-up unchanged."""
+    f = iters / solver.max_iter
+    steps = sorted({min(iters - 1, max(done, round(s * f))) for s in solver.steps}) if iters > done else []
+    return {"max_iter": iters, "steps": steps}
+
+
+class TimeLimit:
+    """Fits a run's schedule to a wall-clock limit while it trains.
+
+    The first ``skip`` iterations are not timed (caches warm up); the next ``timed`` ones measure the
+    seconds per iteration of this machine, data loading included, and from then on the run ends at
+    the last iteration that fits ``seconds`` (counted from construction), with its LR steps scaled.
+    Measuring inside the run costs nothing and sees the run's own speed, unlike a separate timing run.
+    """
+
+    SKIP_ITERS = 10  # iterations not timed: allocator and kernel caches warm up
+    TIMED_ITERS = 40  # iterations timed
+    MARGIN = 1.03  # the timed iterations are a sample: assume the rest are up to 3% slower
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, seconds: float, start_iter: int = 0):
+        if seconds <= 0:
+            raise ValueError(f"the time limit must be > 0 s, got {seconds:g}")
+        self.deadline = self.clock() + seconds
+        self.measure_from = start_iter + self.SKIP_ITERS
+        self.measure_to = self.measure_from + self.TIMED_ITERS
+        self._t_from: float | None = None
+        self.seconds_per_iter: float | None = None
+
+    def after_iteration(self, done: int, solver: Any) -> dict[str, Any] | None:
+        """Call after each iteration (``done`` trained so far). Returns, once, when timing ends and
+        the full ``solver.max_iter`` does not fit, the ``solver`` overrides of the shortened schedule."""
+        now = self.clock()
+        if done == self.measure_from:
+            self._t_from = now
+        if done != self.measure_to or self._t_from is None:
+            return None
+        self.seconds_per_iter = (now - self._t_from) / self.TIMED_ITERS
+        iters = done + iterations_within(self.deadline - now, self.seconds_per_iter * self.MARGIN,
+                                         solver.max_iter - done)
+        return shorten_schedule(solver, iters, done) if iters < solver.max_iter else None

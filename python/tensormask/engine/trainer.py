@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import Config, to_dict
+from ..config import Config, merge, save_config, to_dict
 from ..data import CocoDataset, Sample
 from ..data.transforms import build_transforms
 from ..modeling.targets import InstanceTargets
 from ..modeling.tensormask import TensorMask
 from . import distributed as dist_utils
+from .budget import TimeLimit
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger("tensormask.train")
@@ -150,7 +151,7 @@ def _check_resume_config(saved: dict[str, Any], cfg: Config, path: str) -> None:
         )
 
 
-def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
+def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s: float | None = None) -> str:
     """Train ``cfg`` and return the path of the final checkpoint.
 
     Args:
@@ -158,10 +159,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
             ``config.yaml`` and ``loss_curve.png``.
         resume: continue from the newest checkpoint in ``output_dir`` (bit-identical on CPU).
         progress: show a tqdm progress bar (main process).
+        time_limit_s: end training within this many seconds (single process): after timing the first
+            iterations the schedule is shortened, LR steps scaled, if ``solver.max_iter`` does not fit
+            (:class:`tensormask.engine.budget.TimeLimit`); the saved config records the schedule run.
     """
     from tqdm import tqdm
 
     device = dist_utils.init_from_env(cfg.device)
+    if time_limit_s is not None and dist_utils.is_distributed():
+        raise ValueError("a training time limit is for single-process runs (ranks would disagree on the schedule)")
+    limit = TimeLimit(time_limit_s) if time_limit_s is not None else None
     main = dist_utils.is_main_process()
     s = cfg.solver
     out = cfg.output_dir
@@ -181,6 +188,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
     torch.manual_seed(cfg.seed)
     model = TensorMask(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg)
+    # reads ``s`` when called: a time limit may shorten the schedule during the run
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, s))
     use_amp = s.amp != "none" and device.type == "cuda"
     amp_dtype = torch.bfloat16 if s.amp == "bf16" else torch.float16
@@ -220,8 +228,6 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
     )
 
     if main:
-        from ..config import save_config
-
         save_config(cfg, os.path.join(out, "config.yaml"))
     writer = MetricsWriter(os.path.join(out, "metrics.jsonl"), main)
     meta = {
@@ -286,11 +292,23 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> str:
             writer.write(record)
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k.startswith("loss")}, refresh=False)
         bar.update(1)
+        shorter = limit.after_iteration(done, s) if limit is not None else None
+        if limit is not None and done == limit.measure_to:  # single process: this is the main one
+            fits = (f"{shorter['max_iter']} of {s.max_iter} iterations fit the time limit (LR steps scaled to "
+                    f"{shorter['steps']})" if shorter else f"all {s.max_iter} iterations fit the time limit")
+            bar.write(f"      this machine: {limit.seconds_per_iter:.2f} s/iteration → {fits}")
+        if shorter is not None:
+            cfg = merge(cfg, {"solver": shorter})
+            s = cfg.solver
+            bar.total = s.max_iter
+            save_config(cfg, os.path.join(out, "config.yaml"))
         if s.checkpoint_period > 0 and done % s.checkpoint_period == 0 and done < s.max_iter:
             last_path = checkpoint(done)
         if s.eval_period > 0 and cfg.data.val_json and (done % s.eval_period == 0 or done == s.max_iter):
             evaluate_during_training(model, cfg, done, device, writer)
             ddp_model.train()
+        if done >= s.max_iter:  # a time limit shortened the run
+            break
     bar.close()
     if start_iter < s.max_iter:
         last_path = checkpoint(s.max_iter)
