@@ -56,34 +56,44 @@ class FakeClock:
 
 @pytest.fixture
 def fake_time_limit(monkeypatch):
-    monkeypatch.setattr(budget.TimeLimit, "clock", FakeClock())
+    clock = FakeClock()
+    monkeypatch.setattr(budget.TimeLimit, "clock", clock)
     monkeypatch.setattr(budget.TimeLimit, "SKIP_ITERS", 1)
     monkeypatch.setattr(budget.TimeLimit, "TIMED_ITERS", 2)
+    monkeypatch.setattr(budget.TimeLimit, "REFIT_EVERY", 2)
+    monkeypatch.setattr(budget.TimeLimit, "MARGIN", 1.0)
+    return clock
 
 
-def test_time_limit_measures_then_shortens_once(fake_time_limit):
-    solver = SolverConfig(max_iter=10, steps=(8, 9), warmup_iters=0)
-    limit = budget.TimeLimit(6.5)  # clock 0
-    assert [limit.after_iteration(d, solver) for d in (1, 2)] == [None, None]  # clock 1 (timing starts), 2
-    # clock 3: 1 s/iteration, 3.5 s left → 3 more at 1.03 s → 6 iterations, steps 8, 9 × 0.6
-    assert limit.after_iteration(3, solver) == {"max_iter": 6, "steps": [5]}
-    assert limit.seconds_per_iter == 1.0
-    assert limit.after_iteration(4, solver) is None
-    roomy = budget.TimeLimit(1000.0)
-    assert [roomy.after_iteration(d, solver) for d in (1, 2, 3)] == [None, None, None]
+def test_time_limit_fits_then_refits_until_the_first_step(fake_time_limit):
+    full = SolverConfig(max_iter=20, steps=(16, 18), warmup_iters=0)
+    limit = budget.TimeLimit(10.5, full)  # clock 0
+    assert [limit.after_iteration(d, full) for d in (1, 2)] == [None, None]  # clock 1 (timing starts), 2
+    # clock 3: 1 s/iteration, 7.5 s left → 3 + 7 = 10 iterations, steps 16, 18 × 0.5
+    first = limit.after_iteration(3, full)
+    assert first == {"max_iter": 10, "steps": [8, 9]} and limit.seconds_per_iter == 1.0
+    current = SolverConfig(max_iter=10, steps=(8, 9))
+    assert limit.after_iteration(4, current) is None  # not a refit iteration
+    fake_time_limit.t += 2.0  # iteration 5 took 3 s (clock 7): 1.5 s on average, 3.5 s left → 5 + 2 = 7
+    assert limit.after_iteration(5, current) == {"max_iter": 7, "steps": [6]}
+    current = SolverConfig(max_iter=7, steps=(6,))
+    assert limit.after_iteration(6, current) is None  # the first step is reached: the schedule stays
+    assert limit.after_iteration(7, current) is None
+    roomy = budget.TimeLimit(1000.0, full)
+    assert [roomy.after_iteration(d, full) for d in (1, 2, 3, 5)] == [None] * 4
     with pytest.raises(ValueError, match="> 0"):
-        budget.TimeLimit(0.0)
+        budget.TimeLimit(0.0, full)
 
 
 def test_training_with_a_time_limit_stops_where_it_fits(shapes_dataset, tmp_path, fake_time_limit):
     from tensormask.config import Config, load_config
     from tensormask.engine.trainer import train
 
-    cfg = tiny_config(shapes_dataset, tmp_path / "run", max_iter=10, steps=[8, 9], warmup_iters=0)
-    weights = train(cfg, progress=False, time_limit_s=6.5)
-    assert os.path.basename(weights) == "model_0000006.pth"
+    cfg = tiny_config(shapes_dataset, tmp_path / "run", max_iter=20, steps=[16, 18], warmup_iters=0)
+    weights = train(cfg, progress=False, time_limit_s=10.5)  # 1 s per iteration on the fake clock
+    assert os.path.basename(weights) == "model_0000010.pth"
     saved = load_config(str(tmp_path / "run" / "config.yaml"), base=Config()).solver
-    assert saved.max_iter == 6 and tuple(saved.steps) == (5,)
+    assert saved.max_iter == 10 and tuple(saved.steps) == (8, 9)
 
 
 def test_demo_time_limit():

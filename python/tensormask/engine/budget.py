@@ -67,35 +67,44 @@ def shorten_schedule(solver: Any, iters: int, done: int) -> dict[str, Any]:
 class TimeLimit:
     """Fits a run's schedule to a wall-clock limit while it trains.
 
-    The first ``skip`` iterations are not timed (caches warm up); the next ``timed`` ones measure the
-    seconds per iteration of this machine, data loading included, and from then on the run ends at
-    the last iteration that fits ``seconds`` (counted from construction), with its LR steps scaled.
-    Measuring inside the run costs nothing and sees the run's own speed, unlike a separate timing run.
+    The first ``SKIP_ITERS`` iterations are not timed (caches warm up); after ``TIMED_ITERS`` more the
+    run's end is set to the last iteration that fits ``seconds`` (counted from construction) at the
+    measured seconds per iteration (data loading included), LR steps scaled from ``solver``. The fit is
+    redone every ``REFIT_EVERY`` iterations with the average so far until the first LR step, so a run
+    whose iterations get slower (or faster) still ends in time with a well-formed schedule. Measuring
+    inside the run costs nothing and sees the run's own speed, unlike a separate timing run.
     """
 
     SKIP_ITERS = 10  # iterations not timed: allocator and kernel caches warm up
-    TIMED_ITERS = 40  # iterations timed
-    MARGIN = 1.03  # the timed iterations are a sample: assume the rest are up to 3% slower
+    TIMED_ITERS = 40  # iterations timed before the first fit
+    REFIT_EVERY = 50  # iterations between fits, until the first LR step
+    MARGIN = 1.02  # assume the remaining iterations are up to 2% slower than the average so far
     clock = staticmethod(time.perf_counter)
 
-    def __init__(self, seconds: float, start_iter: int = 0):
+    def __init__(self, seconds: float, solver: Any, start_iter: int = 0):
         if seconds <= 0:
             raise ValueError(f"the time limit must be > 0 s, got {seconds:g}")
         self.deadline = self.clock() + seconds
+        self.full = solver
         self.measure_from = start_iter + self.SKIP_ITERS
         self.measure_to = self.measure_from + self.TIMED_ITERS
         self._t_from: float | None = None
         self.seconds_per_iter: float | None = None
 
-    def after_iteration(self, done: int, solver: Any) -> dict[str, Any] | None:
-        """Call after each iteration (``done`` trained so far). Returns, once, when timing ends and
-        the full ``solver.max_iter`` does not fit, the ``solver`` overrides of the shortened schedule."""
+    def after_iteration(self, done: int, current: Any) -> dict[str, Any] | None:
+        """Call after each iteration (``done`` trained so far, ``current`` the schedule in force).
+        Returns the ``solver`` overrides of a new schedule when a fit changes it, else ``None``."""
         now = self.clock()
         if done == self.measure_from:
             self._t_from = now
-        if done != self.measure_to or self._t_from is None:
+        first_step = min(current.steps, default=current.max_iter)
+        if self._t_from is None or done < self.measure_to or (done - self.measure_to) % self.REFIT_EVERY \
+                or done >= first_step:
             return None
-        self.seconds_per_iter = (now - self._t_from) / self.TIMED_ITERS
+        self.seconds_per_iter = (now - self._t_from) / (done - self.measure_from)
         iters = done + iterations_within(self.deadline - now, self.seconds_per_iter * self.MARGIN,
-                                         solver.max_iter - done)
-        return shorten_schedule(solver, iters, done) if iters < solver.max_iter else None
+                                         self.full.max_iter - done)
+        if iters == current.max_iter:
+            return None
+        return shorten_schedule(self.full, iters, done) if iters < self.full.max_iter else \
+            {"max_iter": self.full.max_iter, "steps": list(self.full.steps)}

@@ -159,8 +159,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
             ``config.yaml`` and ``loss_curve.png``.
         resume: continue from the newest checkpoint in ``output_dir`` (bit-identical on CPU).
         progress: show a tqdm progress bar (main process).
-        time_limit_s: end training within this many seconds (single process): after timing the first
-            iterations the schedule is shortened, LR steps scaled, if ``solver.max_iter`` does not fit
+        time_limit_s: end training within this many seconds (single process): timed as it trains, the
+            schedule is shortened, LR steps scaled, when ``solver.max_iter`` does not fit
             (:class:`tensormask.engine.budget.TimeLimit`); the saved config records the schedule run.
     """
     from tqdm import tqdm
@@ -168,7 +168,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
     device = dist_utils.init_from_env(cfg.device)
     if time_limit_s is not None and dist_utils.is_distributed():
         raise ValueError("a training time limit is for single-process runs (ranks would disagree on the schedule)")
-    limit = TimeLimit(time_limit_s) if time_limit_s is not None else None
+    limit = TimeLimit(time_limit_s, cfg.solver) if time_limit_s is not None else None
     main = dist_utils.is_main_process()
     s = cfg.solver
     out = cfg.output_dir
@@ -292,16 +292,17 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
             writer.write(record)
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k.startswith("loss")}, refresh=False)
         bar.update(1)
-        shorter = limit.after_iteration(done, s) if limit is not None else None
-        if limit is not None and done == limit.measure_to:  # single process: this is the main one
-            fits = (f"{shorter['max_iter']} of {s.max_iter} iterations fit the time limit (LR steps scaled to "
-                    f"{shorter['steps']})" if shorter else f"all {s.max_iter} iterations fit the time limit")
-            bar.write(f"      this machine: {limit.seconds_per_iter:.2f} s/iteration → {fits}")
-        if shorter is not None:
-            cfg = merge(cfg, {"solver": shorter})
+        refit = limit.after_iteration(done, s) if limit is not None else None
+        if refit is not None:
+            cfg = merge(cfg, {"solver": refit})
             s = cfg.solver
             bar.total = s.max_iter
             save_config(cfg, os.path.join(out, "config.yaml"))
+        if limit is not None and done == limit.measure_to:  # single process: this is the main one
+            fits = (f"{s.max_iter} of {limit.full.max_iter} iterations fit the time limit (LR steps scaled to "
+                    f"{list(s.steps)}; refitted until the first)" if refit else
+                    f"all {s.max_iter} iterations fit the time limit")
+            bar.write(f"      this machine: {limit.seconds_per_iter:.2f} s/iteration → {fits}")
         if s.checkpoint_period > 0 and done % s.checkpoint_period == 0 and done < s.max_iter:
             last_path = checkpoint(done)
         if s.eval_period > 0 and cfg.data.val_json and (done % s.eval_period == 0 or done == s.max_iter):
