@@ -14,6 +14,13 @@ from typing import Any
 from ..config import Config, merge
 
 
+def _scaled_steps(solver: Any, iters: int, lowest: int) -> list[int]:
+    """``solver.steps`` scaled by ``iters / solver.max_iter``, kept inside ``[lowest, iters − 1]``
+    (duplicates merged); none when ``iters ≤ lowest``."""
+    f = iters / solver.max_iter
+    return sorted({min(iters - 1, max(lowest, round(s * f))) for s in solver.steps}) if iters > lowest else []
+
+
 def scale_schedule(solver: Any, iters: int) -> dict[str, Any]:
     """``solver`` overrides for ``iters`` iterations: LR steps and warm-up scaled by ``iters / solver.max_iter``.
 
@@ -24,9 +31,8 @@ def scale_schedule(solver: Any, iters: int) -> dict[str, Any]:
     Returns:
         ``{"max_iter", "steps", "warmup_iters"}``; steps stay inside ``[1, iters − 1]`` (duplicates merged).
     """
-    f = iters / solver.max_iter
-    steps = sorted({min(iters - 1, max(1, round(s * f))) for s in solver.steps}) if iters > 1 else []
-    return {"max_iter": iters, "steps": steps, "warmup_iters": max(0, min(iters - 1, round(solver.warmup_iters * f)))}
+    warmup = round(solver.warmup_iters * (iters / solver.max_iter))
+    return {"max_iter": iters, "steps": _scaled_steps(solver, iters, 1), "warmup_iters": max(0, min(iters - 1, warmup))}
 
 
 def time_training(cfg: Config, out: str, timed_iters: int = 2) -> tuple[float, str]:
@@ -59,9 +65,7 @@ def iterations_within(seconds: float, per_iter: float, max_iter: int) -> int:
 def shorten_schedule(solver: Any, iters: int, done: int) -> dict[str, Any]:
     """``solver`` overrides that end a run at ``iters`` iterations, ``done`` of them already trained:
     LR steps scaled by ``iters / solver.max_iter`` (none before ``done``), warm-up unchanged."""
-    f = iters / solver.max_iter
-    steps = sorted({min(iters - 1, max(done, round(s * f))) for s in solver.steps}) if iters > done else []
-    return {"max_iter": iters, "steps": steps}
+    return {"max_iter": iters, "steps": _scaled_steps(solver, iters, done)}
 
 
 class TimeLimit:
