@@ -153,7 +153,9 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: float = 0.0  # 0 = off
-    amp: str = "none"  # "bf16" or "fp16" autocast on CUDA
+    # autocast: "bf16" on CUDA and on CPUs whose oneDNN runs bf16 (AVX-512 or AMX; float32 elsewhere),
+    # "fp16" on CUDA only (with a gradient scaler)
+    amp: str = "none"
     checkpoint_period: int = 5000
     keep_last: int = 3
     log_period: int = 20

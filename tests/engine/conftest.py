@@ -28,6 +28,6 @@ def tiny_config(root, out, **solver) -> Config:
                  "train_min_size": [128, 160], "train_max_size": 192, "test_min_size": 128, "test_max_size": 192,
                  "num_workers": 0},
         "solver": {"optimizer": "sgd", "base_lr": 0.01, "ims_per_batch": 2, "max_iter": 4, "steps": [3], "warmup_iters": 2, "log_period": 1,
-                   "checkpoint_period": 2, **solver},
+                   "checkpoint_period": 2, "amp": "none", **solver},
         "output_dir": str(out),
     })

@@ -4,6 +4,7 @@ processes gives the loss of one process with the doubled batch."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 
@@ -13,7 +14,7 @@ import torch.multiprocessing as mp
 
 from tensormask.config import merge
 from tensormask.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from tensormask.engine.trainer import IterationBatchSampler, lr_factor, train
+from tensormask.engine.trainer import IterationBatchSampler, autocast_dtype, lr_factor, train
 
 from .conftest import tiny_config
 
@@ -49,6 +50,36 @@ def test_resume_is_bit_identical(shapes_dataset, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_autocast_dtype_per_device_and_cpu_support(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("none", cpu) is None and autocast_dtype("none", cuda) is None
+    assert autocast_dtype("bf16", cuda) == torch.bfloat16 and autocast_dtype("fp16", cuda) == torch.float16
+    assert autocast_dtype("fp16", cpu) is None  # CUDA only: float32 on the CPU
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert autocast_dtype("bf16", cpu) is None  # emulated bf16 would be slower than float32
+    with pytest.raises(ValueError, match="solver.amp must be one of none, bf16, fp16; got 'bf32'"):
+        autocast_dtype("bf32", cpu)
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no oneDNN bf16")
+def test_bf16_training_on_cpu_keeps_float32_weights_and_resumes(shapes_dataset, tmp_path):
+    straight = tiny_config(shapes_dataset, tmp_path / "straight", amp="bf16")
+    train(straight, progress=False)
+    half = tiny_config(shapes_dataset, tmp_path / "resumed", max_iter=2, amp="bf16")
+    train(half, progress=False)
+    train(merge(half, {"solver": {"max_iter": 4}}), resume=True, progress=False)
+    a = load_checkpoint(latest_checkpoint(straight.output_dir))["model"]
+    b = load_checkpoint(latest_checkpoint(half.output_dir))["model"]
+    assert all(v.dtype == torch.float32 for v in a.values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    losses = [m["loss"] for m in read_metrics(straight.output_dir)]
+    assert all(math.isfinite(x) for x in losses)
 
 
 def test_resume_with_another_model_config_fails(shapes_dataset, tmp_path):
