@@ -57,6 +57,10 @@ class HeadConfig:
     bbox_channels: int = 128
     mask_channels: int = 128
     prior_prob: float = 0.01  # class bias initialisation (RetinaNet)
+    # Tower normalisation: "none" (paper, detectron2) or "GN" (GroupNorm after every tower conv, as in
+    # FCOS; for heads trained from scratch: the CPU demo's mask AP +5.7 at equal time)
+    norm: str = "none"
+    gn_groups: int = 32
     init: str = "normal"  # conv trunks: "normal" = N(0, 0.01) (detectron2) or "kaiming" (He-normal)
     box_head: bool = True  # False: the box-head-free model of §A.4
     # Mask head (Fig. 6, Fig. 7): "simple_natural", "simple_aligned", "upscale_natural",

@@ -29,9 +29,10 @@ def run_infer(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def python_detections(model, cfg, path: str) -> list[dict]:
+def python_detections(model, cfg, path: str, threads: int) -> list[dict]:
     """`tensormask predict`'s path: PIL image, test resize (antialiased bilinear), model at the
-    original size, COCO entries."""
+    original size, COCO entries; on ``threads`` threads, as the C++ run it is compared with (the
+    reductions of GroupNorm in channels_last split by thread, and so round differently)."""
     from tensormask.data import load_image
     from tensormask.data.transforms import resized_shape
     from tensormask.engine.evaluator import detections_to_coco
@@ -42,8 +43,13 @@ def python_detections(model, cfg, path: str) -> list[dict]:
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
     resized = torch.nn.functional.interpolate(image[None].float(), size=(nh, nw), mode="bilinear",
                                               align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
-    with torch.no_grad():
-        det = model([resized], output_sizes=[(h, w)])[0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            det = model([resized], output_sizes=[(h, w)])[0]
+    finally:
+        torch.set_num_threads(before)
     return detections_to_coco(det, 0, categories(cfg.model.head.num_classes)["contiguous_to_category_id"])
 
 
@@ -76,6 +82,8 @@ VARIANTS = {
                                                         "window_sizes": [9, 15]},
                                                "inference": {"nms_on": "mask_box", "score_thresh": 0.1}}},
     "demo-channels-last": {"model": {"inference": {"channels_last": True}}},
+    "demo-head-GN-4-groups": {"model": {"head": {"norm": "GN", "gn_groups": 4}}},
+    "demo-head-no-norm": {"model": {"head": {"norm": "none"}}},
     "R18-FrozenBN-msra-P2P6-sum": {"model": {"backbone": {"depth": 18, "norm": "FrozenBN", "freeze_at": 2, "style": "msra",
                                                           "input_format": "BGR", "pixel_mean": [103.53, 116.28, 123.675],
                                                           "pixel_std": [1.0, 1.0, 1.0]},
@@ -98,6 +106,11 @@ def _variant(name: str, root, base=None) -> tuple:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
                 m.num_batches_tracked.fill_(7)
+    with torch.no_grad():  # non-trivial GroupNorm affine parameters in the head towers
+        for m in model.head.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.uniform_(-0.1, 0.1)
     tame_features(model)
     ckpt = save_checkpoint(model, cfg, str(root / "model.pth"))
     out, cfg_json, _ = export_model(ckpt, str(root / "model.safetensors"))
@@ -108,7 +121,7 @@ def _variant(name: str, root, base=None) -> tuple:
 def test_parity_with_python(name, tmp_path):
     model, cfg, weights, cfg_json = _variant(name, tmp_path)
     image = write_image(str(tmp_path / "scene.png"))
-    py = python_detections(model, cfg, image)
+    py = python_detections(model, cfg, image, threads=1)
     out = tmp_path / "out"
     run_infer("--model", weights, "--config", cfg_json, image, "--out", str(out), "--threshold", "0", "--threads", "1")
     with open(out / "results.json") as f:
@@ -139,7 +152,7 @@ def test_parity_shipped_configs(config_file, tmp_path):
     base = merge(merge(base, SHIPPED[config_file]), {"data": {"test_min_size": 128, "test_max_size": 192}})
     model, cfg, weights, cfg_json = _variant(config_file, tmp_path, base)
     image = write_image(str(tmp_path / "scene.png"))
-    py = python_detections(model, cfg, image)
+    py = python_detections(model, cfg, image, threads=2)
     proc = run_infer("--model", weights, "--config", cfg_json, image, "--threshold", "0", "--threads", "2")
     assert_same_detections(py, json.loads(proc.stdout))
 

@@ -143,6 +143,42 @@ def test_parameter_names_match_detectron2(mask_head, box):
     assert isinstance(head.cls_subnet[0], torch.nn.Conv2d) and isinstance(head.cls_subnet[1], torch.nn.ReLU)
 
 
+def _numpy_tower(x, convs, groups, eps=1e-5):
+    """Reference for a GN tower: per conv, the 3×3 conv as a sum over taps, GroupNorm from its formula
+    (mean and biased variance over each group's channels and pixels, then γ·x̂ + β), ReLU."""
+    x = x.astype(np.float64)
+    for w, b, gamma, beta in convs:
+        n, c, h, wd = x.shape
+        pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        y = np.zeros((n, w.shape[0], h, wd)) + b[None, :, None, None]
+        for dy in range(3):
+            for dx in range(3):
+                y += np.einsum("oc,nchw->nohw", w[:, :, dy, dx], pad[:, :, dy:dy + h, dx:dx + wd])
+        g = y.reshape(n, groups, -1)
+        g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + eps)
+        y = g.reshape(y.shape) * gamma[None, :, None, None] + beta[None, :, None, None]
+        x = np.maximum(y, 0.0)
+    return x
+
+
+def test_group_norm_towers_names_and_values():
+    torch.manual_seed(0)
+    head = TensorMaskHead(small_cfg(num_convs=2, norm="GN", gn_groups=4), IN_CHANNELS, NUM_LEVELS)
+    names = [n for n, _ in head.named_parameters() if n.startswith("mask_subnet.")]
+    assert names == ["mask_subnet.0.weight", "mask_subnet.0.bias", "mask_subnet.1.weight", "mask_subnet.1.bias",
+                     "mask_subnet.3.weight", "mask_subnet.3.bias", "mask_subnet.4.weight", "mask_subnet.4.bias"]
+    assert isinstance(head.cls_subnet[1], torch.nn.GroupNorm) and head.cls_subnet[1].num_groups == 4
+    with torch.no_grad():  # non-trivial affine parameters
+        for i in (1, 4):
+            head.mask_subnet[i].weight.uniform_(0.5, 1.5)
+            head.mask_subnet[i].bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, IN_CHANNELS, 6, 5)
+    layers = [(head.mask_subnet[i].weight, head.mask_subnet[i].bias, head.mask_subnet[i + 1].weight,
+               head.mask_subnet[i + 1].bias) for i in (0, 3)]
+    expected = _numpy_tower(x.numpy(), [tuple(t.detach().numpy().astype(np.float64) for t in ly) for ly in layers], 4)
+    np.testing.assert_allclose(head.mask_subnet(x).detach().numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_default_config_parameter_shapes():
     """Paper/detectron2 defaults: 256-ch class branch, 128-ch box and mask branches, 2 window sizes."""
     head = TensorMaskHead(HeadConfig(), 256, NUM_LEVELS)
@@ -324,6 +360,8 @@ def test_lambda_must_divide_window_sizes():
         (dict(window_sizes=()), "positive integers"),
         (dict(mask_head="upscale_aligned", upscale_lambda=0), "positive integer"),
         (dict(prior_prob=0.0), "prior_prob"),
+        (dict(norm="BN"), "model.head.norm must be one of none, GN"),
+        (dict(norm="GN", gn_groups=3), "gn_groups=3 must divide the tower channels"),
     ],
 )
 def test_config_errors(kw, match):

@@ -44,6 +44,8 @@ struct HeadConfig {
   int64_t num_classes = 80;
   int64_t num_convs = 4;
   int64_t cls_channels = 256, bbox_channels = 128, mask_channels = 128;
+  std::string norm = "none";                 // tower norm: "none" (paper) or "GN" (after every tower conv)
+  int64_t gn_groups = 32;
   bool box_head = true;
   std::string mask_head = "bipyramid";       // simple_natural, simple_aligned, upscale_natural, upscale_aligned, bipyramid
   int64_t upscale_lambda = 1;

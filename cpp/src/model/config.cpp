@@ -72,6 +72,8 @@ void validate(const ModelConfig& cfg) {
                {"simple_natural", "simple_aligned", "upscale_natural", "upscale_aligned", "bipyramid"});
   check_choice("model.head.interpolation", h.interpolation, {"bilinear", "nearest"});
   if (h.num_classes < 1 || h.num_convs < 0) fail("model.head needs num_classes >= 1 and num_convs >= 0");
+  check_choice("model.head.norm", h.norm, {"none", "GN"});
+  if (h.norm == "GN" && h.gn_groups <= 0) fail("model.head.gn_groups must be positive");
   if (h.window_sizes.empty()) fail("model.head.window_sizes must not be empty");
   std::set<int64_t> seen;
   for (auto v : h.window_sizes) {
@@ -128,6 +130,8 @@ ExportedConfig parse_exported_config(const std::string& json_text, const std::st
     get(h, "cls_channels", hp, c.head.cls_channels);
     get(h, "bbox_channels", hp, c.head.bbox_channels);
     get(h, "mask_channels", hp, c.head.mask_channels);
+    get(h, "norm", hp, c.head.norm);
+    get(h, "gn_groups", hp, c.head.gn_groups);
     get(h, "box_head", hp, c.head.box_head);
     get(h, "mask_head", hp, c.head.mask_head);
     get(h, "upscale_lambda", hp, c.head.upscale_lambda);

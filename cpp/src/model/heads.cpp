@@ -11,17 +11,27 @@
 namespace tensormask::model {
 namespace {
 
-// make_subnet: num_convs × (3×3 conv + ReLU), convs named "0", "2", ... (ReLU at odd indices).
+// make_subnet: num_convs × (3×3 conv [+ GroupNorm] + ReLU). Without norm the convs are named "0", "2", ...
+// (ReLU at odd indices); with norm "GN" the convs are "0", "3", ... and the norms "1", "4", ....
 struct Subnet : torch::nn::Module {
-  Subnet(int64_t in, int64_t channels, int64_t num_convs) {
-    for (int64_t i = 0; i < num_convs; ++i, in = channels)
-      convs.push_back(register_module(std::to_string(2 * i), std::make_shared<Conv2d>(in, channels, 3, 1, 1, true)));
+  Subnet(int64_t in, int64_t channels, int64_t num_convs, const HeadConfig& cfg) {
+    const bool gn = cfg.norm == "GN";
+    const int64_t stride = gn ? 3 : 2;
+    for (int64_t i = 0; i < num_convs; ++i, in = channels) {
+      convs.push_back(register_module(std::to_string(stride * i), std::make_shared<Conv2d>(in, channels, 3, 1, 1, true)));
+      if (gn) norms.push_back(register_module(std::to_string(stride * i + 1), std::make_shared<Norm>("GN", channels, cfg.gn_groups, false)));
+    }
   }
   at::Tensor forward(at::Tensor x) const {
-    for (const auto& c : convs) x = at::relu(c->forward(x));
+    for (size_t i = 0; i < convs.size(); ++i) {
+      x = convs[i]->forward(x);
+      if (!norms.empty()) x = norms[i]->forward(x);
+      x = at::relu(x);
+    }
     return x;
   }
   std::vector<std::shared_ptr<Conv2d>> convs;
+  std::vector<std::shared_ptr<Norm>> norms;
 };
 
 std::string mask_pred_name(int64_t size) {
@@ -53,15 +63,15 @@ TensorMaskHead::TensorMaskHead(const HeadConfig& cfg_, int64_t in_channels, int6
   const int64_t A = static_cast<int64_t>(cfg.window_sizes.size()), K = cfg.num_classes;
   impl->bipyramid = cfg.mask_head == "bipyramid";
   impl->lam = cfg.mask_head.rfind("upscale", 0) == 0 ? cfg.upscale_lambda : 1;
-  impl->cls_subnet = register_module("cls_subnet", std::make_shared<Subnet>(in_channels, cfg.cls_channels, cfg.num_convs));
+  impl->cls_subnet = register_module("cls_subnet", std::make_shared<Subnet>(in_channels, cfg.cls_channels, cfg.num_convs, cfg));
   const int64_t cls_in = cfg.num_convs > 0 ? cfg.cls_channels : in_channels;
   impl->cls_score = register_module("cls_score", std::make_shared<Conv2d>(cls_in, A * K, 3, 1, 1, true));
   if (cfg.box_head) {
-    impl->bbox_subnet = register_module("bbox_subnet", std::make_shared<Subnet>(in_channels, cfg.bbox_channels, cfg.num_convs));
+    impl->bbox_subnet = register_module("bbox_subnet", std::make_shared<Subnet>(in_channels, cfg.bbox_channels, cfg.num_convs, cfg));
     const int64_t bbox_in = cfg.num_convs > 0 ? cfg.bbox_channels : in_channels;
     impl->bbox_pred = register_module("bbox_pred", std::make_shared<Conv2d>(bbox_in, A * 4, 3, 1, 1, true));
   }
-  impl->mask_subnet = register_module("mask_subnet", std::make_shared<Subnet>(in_channels, cfg.mask_channels, cfg.num_convs));
+  impl->mask_subnet = register_module("mask_subnet", std::make_shared<Subnet>(in_channels, cfg.mask_channels, cfg.num_convs, cfg));
   const int64_t mask_in = cfg.num_convs > 0 ? cfg.mask_channels : in_channels;
   for (int64_t v : cfg.window_sizes) {
     const int64_t coarse = v / impl->lam;

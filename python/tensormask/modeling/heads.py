@@ -9,6 +9,8 @@ that its checkpoints load 1:1::
     mask_subnet.{0,2,4,6}.*              mask_pred_11.*, mask_pred_15.*  (one per window size)
     mask_fuse.0.*                        (tensor bipyramid only)
 
+(With ``norm="GN"``, not in detectron2, each subnet holds convs 0, 3, 6, 9 and GroupNorms 1, 4, 7, 10.)
+
 Output conventions (:class:`HeadOutputs`):
 
 * class logits ``(N, A·K, H_k, W_k)``, window-size-major: channel ``a·K + k`` is class k of window
@@ -72,12 +74,28 @@ class WindowGeometry(NamedTuple):
     size: int
 
 
-def make_subnet(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
-    """``num_convs`` × (3×3 conv, padding 1 + ReLU): Conv2d at even indices, ReLU at odd ones."""
+HEAD_NORMS = ("none", "GN")
+
+
+def make_subnet(in_channels: int, channels: int, num_convs: int, norm: str = "none", gn_groups: int = 32) -> nn.Sequential:
+    """``num_convs`` × (3×3 conv, padding 1 [+ GroupNorm] + ReLU), as an ``nn.Sequential``.
+
+    Without norm (paper, detectron2) the convs sit at indices 0, 2, 4, ...; with ``norm="GN"`` each
+    conv is followed by ``GroupNorm(gn_groups, channels)`` (FCOS) and the convs sit at 0, 3, 6, ...
+    with the norms at 1, 4, 7, .... The norms' affine parameters are shared across levels, like the
+    convs.
+    """
+    if norm not in HEAD_NORMS:
+        raise ValueError(f"model.head.norm must be one of {', '.join(HEAD_NORMS)}; got {norm!r}")
+    if norm == "GN" and (gn_groups < 1 or channels % gn_groups):
+        raise ValueError(f"model.head.gn_groups={gn_groups} must divide the tower channels ({channels})")
     layers: list[nn.Module] = []
     cur = in_channels
     for _ in range(num_convs):
-        layers += [nn.Conv2d(cur, channels, kernel_size=3, stride=1, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(cur, channels, kernel_size=3, stride=1, padding=1))
+        if norm == "GN":
+            layers.append(nn.GroupNorm(gn_groups, channels))
+        layers.append(nn.ReLU())
         cur = channels
     return nn.Sequential(*layers)
 
@@ -192,7 +210,7 @@ class TensorMaskHead(nn.Module):
         self.pad_val = float(cfg.mask_pad_val)
         A, K = self.num_window_sizes, cfg.num_classes
 
-        self.cls_subnet = make_subnet(in_channels, cfg.cls_channels, cfg.num_convs)
+        self.cls_subnet = make_subnet(in_channels, cfg.cls_channels, cfg.num_convs, cfg.norm, cfg.gn_groups)
         cls_in = cfg.cls_channels if cfg.num_convs > 0 else in_channels
         self.cls_score = nn.Conv2d(cls_in, A * K, kernel_size=3, stride=1, padding=1)
         init_modules: list[nn.Module] = [self.cls_subnet, self.cls_score]
@@ -200,12 +218,12 @@ class TensorMaskHead(nn.Module):
         self.bbox_subnet: nn.Sequential | None = None
         self.bbox_pred: nn.Conv2d | None = None
         if cfg.box_head:
-            self.bbox_subnet = make_subnet(in_channels, cfg.bbox_channels, cfg.num_convs)
+            self.bbox_subnet = make_subnet(in_channels, cfg.bbox_channels, cfg.num_convs, cfg.norm, cfg.gn_groups)
             bbox_in = cfg.bbox_channels if cfg.num_convs > 0 else in_channels
             self.bbox_pred = nn.Conv2d(bbox_in, A * 4, kernel_size=3, stride=1, padding=1)
             init_modules += [self.bbox_subnet, self.bbox_pred]
 
-        self.mask_subnet = make_subnet(in_channels, cfg.mask_channels, cfg.num_convs)
+        self.mask_subnet = make_subnet(in_channels, cfg.mask_channels, cfg.num_convs, cfg.norm, cfg.gn_groups)
         mask_in = cfg.mask_channels if cfg.num_convs > 0 else in_channels
         init_modules.append(self.mask_subnet)
         for v in self.window_sizes:
