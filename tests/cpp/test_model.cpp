@@ -111,6 +111,13 @@ TEST(ModelConfig, ParsesExportJsonAndRejectsUnknownValues) {
   EXPECT_NE(error_of([] { tmm::parse_exported_config(R"({"config": {"model": {"backbone": {"depth": "x"}}}})"); })
                 .find("model.backbone.depth"),
             std::string::npos);
+  EXPECT_NE(error_of([] { tmm::parse_exported_config(R"({"config": {"model": {"head": {"norm": "BN"}}}})"); })
+                .find("model.head.norm 'BN'"),
+            std::string::npos);
+  const auto gn = tmm::parse_exported_config(
+      R"({"config": {"model": {"head": {"num_classes": 1, "norm": "GN", "gn_groups": 4}}}, "category_names": ["a"]})");
+  EXPECT_EQ(gn.model.head.norm, "GN");
+  EXPECT_EQ(gn.model.head.gn_groups, 4);
   EXPECT_NE(error_of([] { tmm::parse_exported_config("[1, 2"); }).find("not valid JSON"), std::string::npos);
   EXPECT_NE(error_of([] { tmm::parse_exported_config(R"({"config": {}, "category_names": ["a"]})"); }).find("num_classes"),
             std::string::npos);
@@ -130,6 +137,22 @@ TEST(Model, ParameterNamesFollowPython) {
                         "head.cls_score.bias", "head.bbox_pred.weight", "head.mask_pred_03.weight", "head.mask_pred_05.bias",
                         "head.mask_fuse.0.weight"})
     EXPECT_TRUE(names.count(n)) << n;
+}
+
+TEST(Model, HeadGroupNormNamesFollowPython) {
+  auto cfg = tiny_config();
+  cfg.head.num_convs = 2;
+  cfg.head.norm = "GN";
+  cfg.head.gn_groups = 2;
+  tmm::TensorMask model(cfg);
+  std::set<std::string> names;
+  for (const auto& p : model.named_parameters()) names.insert(p.key());
+  // heads.py make_subnet with norm="GN": conv, GroupNorm, ReLU per layer
+  for (const char* n : {"head.cls_subnet.0.weight", "head.cls_subnet.1.weight", "head.cls_subnet.1.bias",
+                        "head.cls_subnet.3.bias", "head.cls_subnet.4.weight", "head.mask_subnet.4.bias",
+                        "head.bbox_subnet.1.weight"})
+    EXPECT_TRUE(names.count(n)) << n;
+  EXPECT_FALSE(names.count("head.cls_subnet.2.weight"));
 }
 
 TEST(Model, StrictLoadingErrors) {
