@@ -85,6 +85,19 @@ def test_time_limit_fits_then_refits_until_the_first_step(fake_time_limit):
         budget.TimeLimit(0.0, full)
 
 
+def test_time_limit_ends_a_slowed_run_at_the_deadline_after_the_first_step(fake_time_limit):
+    full = SolverConfig(max_iter=20, steps=(16, 18), warmup_iters=0)
+    limit = budget.TimeLimit(10.5, full)  # clock 0
+    [limit.after_iteration(d, full) for d in (1, 2)]
+    assert limit.after_iteration(3, full) == {"max_iter": 10, "steps": [8, 9]}  # clock 3
+    current = SolverConfig(max_iter=10, steps=(8, 9))
+    fake_time_limit.t += 4.0  # the machine gets busy after the last refit
+    assert limit.after_iteration(8, current) is None  # clock 8: the first step, before the deadline
+    fake_time_limit.t += 2.0
+    assert limit.after_iteration(9, current) == {"max_iter": 9, "steps": [8]}  # clock 11 > 10.5: end here
+    assert limit.after_iteration(10, SolverConfig(max_iter=10, steps=(8, 9))) is None  # the run's end anyway
+
+
 def test_training_with_a_time_limit_stops_where_it_fits(shapes_dataset, tmp_path, fake_time_limit):
     from tensormask.config import Config, load_config
     from tensormask.engine.trainer import train

@@ -75,7 +75,8 @@ class TimeLimit:
     run's end is set to the last iteration that fits ``seconds`` (counted from construction) at the
     measured seconds per iteration (data loading included), LR steps scaled from ``solver``. The fit is
     redone every ``REFIT_EVERY`` iterations with the average so far until the first LR step, so a run
-    whose iterations get slower (or faster) still ends in time with a well-formed schedule. Measuring
+    whose iterations get slower (or faster) still ends in time with a well-formed schedule; after it,
+    a run that slows down (a shared machine) ends at the deadline, in its low-LR phase. Measuring
     inside the run costs nothing and sees the run's own speed, unlike a separate timing run.
     """
 
@@ -102,8 +103,11 @@ class TimeLimit:
         if done == self.measure_from:
             self._t_from = now
         first_step = min(current.steps, default=current.max_iter)
-        if self._t_from is None or done < self.measure_to or (done - self.measure_to) % self.REFIT_EVERY \
-                or done >= first_step:
+        if done >= first_step:  # the schedule stays; only a run that got slower still ends at the deadline
+            if now >= self.deadline and done < current.max_iter:
+                return {"max_iter": done, "steps": [x for x in current.steps if x < done]}
+            return None
+        if self._t_from is None or done < self.measure_to or (done - self.measure_to) % self.REFIT_EVERY:
             return None
         self.seconds_per_iter = (now - self._t_from) / (done - self.measure_from)
         iters = done + iterations_within(self.deadline - now, self.seconds_per_iter * self.MARGIN,

@@ -320,6 +320,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
             s = cfg.solver
             bar.total = s.max_iter
             save_config(cfg, os.path.join(out, "config.yaml"))
+            if s.max_iter == done:
+                bar.write(f"      time limit reached: training ends at iteration {done}")
         if limit is not None and done == limit.measure_to:  # single process: this is the main one
             fits = (f"{s.max_iter} of {limit.full.max_iter} iterations fit the time limit (LR steps scaled to "
                     f"{list(s.steps)}; refitted until the first)" if refit else
