@@ -1,5 +1,6 @@
-"""Training loop: SGD with warm-up and step decay, AMP (CUDA, and bf16 on CPUs that run it natively), gradient clipping, tqdm progress,
-``metrics.jsonl``, atomic checkpoints with bit-identical resume on CPU, and DDP under ``torchrun``.
+"""Training loop: SGD with warm-up and step decay, AMP (CUDA, and bf16 on CPUs that run it natively),
+gradient clipping, tqdm progress, ``metrics.jsonl``, atomic checkpoints with bit-identical resume on
+CPU, and DDP under ``torchrun``.
 
 Determinism. The batches are a pure function of (seed, iteration): the image stream is a sequence of
 per-epoch permutations seeded by (seed, epoch), image j of iteration i goes to rank

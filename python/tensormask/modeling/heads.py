@@ -83,12 +83,8 @@ def make_subnet(in_channels: int, channels: int, num_convs: int, norm: str = "no
     Without norm (paper, detectron2) the convs sit at indices 0, 2, 4, ...; with ``norm="GN"`` each
     conv is followed by ``GroupNorm(gn_groups, channels)`` (FCOS) and the convs sit at 0, 3, 6, ...
     with the norms at 1, 4, 7, .... The norms' affine parameters are shared across levels, like the
-    convs.
+    convs. ``norm`` and ``gn_groups`` are validated with the rest of the head config (``_check_config``).
     """
-    if norm not in HEAD_NORMS:
-        raise ValueError(f"model.head.norm must be one of {', '.join(HEAD_NORMS)}; got {norm!r}")
-    if norm == "GN" and (gn_groups < 1 or channels % gn_groups):
-        raise ValueError(f"model.head.gn_groups={gn_groups} must divide the tower channels ({channels})")
     layers: list[nn.Module] = []
     cur = in_channels
     for _ in range(num_convs):
@@ -382,6 +378,13 @@ def _check_config(cfg: HeadConfig, num_levels: int) -> None:
         raise ValueError(f"head.init must be 'normal' or 'kaiming', got {cfg.init!r}")
     if not 0.0 < cfg.prior_prob < 1.0:
         raise ValueError(f"prior_prob must lie in (0, 1), got {cfg.prior_prob}")
+    if cfg.norm not in HEAD_NORMS:
+        raise ValueError(f"model.head.norm must be one of {', '.join(HEAD_NORMS)}; got {cfg.norm!r}")
+    if cfg.norm == "GN" and cfg.num_convs > 0:
+        towers = [cfg.cls_channels, cfg.mask_channels] + ([cfg.bbox_channels] if cfg.box_head else [])
+        for channels in towers:
+            if cfg.gn_groups < 1 or channels % cfg.gn_groups:
+                raise ValueError(f"model.head.gn_groups={cfg.gn_groups} must divide the tower channels ({channels})")
     sizes = tuple(cfg.window_sizes)
     if not sizes or any(int(v) != v or v < 1 for v in sizes):
         raise ValueError(f"window_sizes must be positive integers, got {sizes}")
