@@ -11,6 +11,10 @@
 // The plan (pairs, taps, weights) is window-independent: built on the host once per call and copied
 // to the device (one asynchronous copy). The window range check needs the coordinates on the host: one
 // small device-to-host copy (a synchronisation) per call. Accumulation in acc_t (float for half/bfloat16/float, double for double).
+//
+// Backward (decode_windows_backward): the adjoint of the sampling, swap_align2nat_windows_backward (the
+// dense aligned gradient (N, V̂·Û, H, W), deterministic, no atomics), then the adjoint of the 1×1 conv
+// as batched matrix products (cuBLAS): on a GPU the dense gradient is cheap next to the rest of a step.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -19,10 +23,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include "launch.cuh"
 #include "tensormask/detail/decode.h"
+#include "tensormask/ops.h"
 
 namespace tensormask::ops {
 namespace {
@@ -175,8 +181,28 @@ at::Tensor decode_windows_cuda(const at::Tensor& features, const at::Tensor& wei
   return out;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& windows, int64_t V,
+    int64_t U, int64_t lam, bool subsample, c10::string_view mode) {
+  const detail::DecodeShape s = detail::check_decode_backward_args(grad, features, weight, windows, V, U, lam, subsample,
+                                                                   mode, "decode_windows_backward");
+  const c10::cuda::CUDAGuard guard(features.device());
+  // (N, V̂, Û, H, W) gradient of the aligned tensor A = conv1x1(features); windows checked in there.
+  const at::Tensor ga = swap_align2nat_windows_backward(grad.contiguous(), windows, lam, subsample,
+                                                        std::string_view(mode.data(), mode.size()), s.N, V, U, s.H, s.W)
+                            .reshape({s.N, V * U, s.H * s.W});
+  const at::Tensor f = features.reshape({s.N, s.C, s.H * s.W});
+  at::Tensor grad_bias = ga.sum({0, 2});
+  at::Tensor grad_weight = at::bmm(ga, f.transpose(1, 2)).sum(0);                  // (V·U, C)
+  at::Tensor grad_features = at::matmul(weight.t(), ga).reshape({s.N, s.C, s.H, s.W});  // (N, C, H, W)
+  return {grad_features, grad_weight, grad_bias};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(tensormask, CUDA, m) { m.impl("decode_windows", &decode_windows_cuda); }
+TORCH_LIBRARY_IMPL(tensormask, CUDA, m) {
+  m.impl("decode_windows", &decode_windows_cuda);
+  m.impl("decode_windows_backward", &decode_windows_backward_cuda);
+}
 
 }  // namespace tensormask::ops

@@ -364,16 +364,136 @@ def test_errors_of_the_helpers():
         ops.decode_windows(a["features"], torch.zeros(6, 4, 3, 3), a["bias"], a["windows"], 2, 3, 2)
 
 
-def test_gradients_are_refused():
-    a = _args()
-    w = a["weight"].clone().requires_grad_()
-    with pytest.raises(RuntimeError, match="inference op without a backward"):
-        ops.decode_windows(a["features"], w, a["bias"], a["windows"], 2, 3, 2)
+# ------------------------------------------------------------------------------------------------
+# Backward (training's mask loss at the positive windows)
+# ------------------------------------------------------------------------------------------------
+
+GRAD_CASES = [  # V, U, lam, subsample, mode
+    (3, 3, 1, True, "bilinear"),
+    (2, 2, 1, True, "bilinear"),  # even V at λ = 1: two spatial taps
+    (3, 2, 2, True, "bilinear"),
+    (2, 3, 4, True, "bilinear"),
+    (3, 3, 2, True, "nearest"),
+    (2, 2, 3, False, "bilinear"),  # up_align2nat geometry (upscale_aligned)
+    (3, 2, 2, False, "nearest"),
+]
+
+
+def _grad_inputs(V, U, lam, subsample, dtype=torch.float64, count=6, seed=0, N=3, C=3, H=7, W=6):
+    f = make_features(N, C, H, W, dtype, seed=seed).requires_grad_()
+    w, b = make_conv(C, V * U, dtype, seed=seed + 1)
+    Ho, Wo = ((H + lam - 1) // lam, (W + lam - 1) // lam) if subsample else (H, W)
+    windows = sample_windows(N - 1, Ho, Wo, count, seed=seed + 2)  # image N − 1 has no window
+    windows = torch.cat([windows, windows[:2]])  # a window listed twice
+    return f, w.requires_grad_(), b.requires_grad_(), windows
+
+
+@pytest.mark.parametrize("V,U,lam,subsample,mode", GRAD_CASES)
+def test_gradcheck(V, U, lam, subsample, mode):
+    """Against finite differences of the forward (itself tested against the dense reference above)."""
+    f, w, b, windows = _grad_inputs(V, U, lam, subsample)
+    fn = lambda f, w, b: ops.decode_windows(f, w, b, windows, V, U, lam, subsample, mode, -2.5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (f, w, b))
+
+
+@pytest.mark.parametrize("V,U,lam,subsample,mode", GRAD_CASES)
+def test_gradients_equal_the_dense_path(V, U, lam, subsample, mode):
+    """float32 at a bipyramid-like size: the gradients of conv1x1 + swap/up_align2nat, gathered."""
+    f, w, b, windows = _grad_inputs(V, U, lam, subsample, torch.float32, count=40, N=3, C=16, H=21, W=26)
+    out = ops.decode_windows(f, w, b, windows, V, U, lam, subsample, mode)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+    sparse = torch.autograd.grad(out, (f, w, b), g)
+    aligned = conv1x1(f, w, b).reshape(f.shape[0], V, U, *f.shape[-2:])
+    dense_op = ops.swap_align2nat if subsample else ops.up_align2nat
+    dense = torch.autograd.grad(gather(dense_op(aligned, lam, mode, -6.0), windows), (f, w, b), g)
+    for got, ref in zip(sparse, dense):
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_are_deterministic_whatever_the_threads():
+    f, w, b, windows = _grad_inputs(3, 3, 2, True, torch.float32, count=60, N=4, C=8, H=24, W=20)
+    out = ops.decode_windows(f, w, b, windows, 3, 3, 2)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            grads.append(torch.autograd.grad(out, (f, w, b), g, retain_graph=True))
+    for other in grads[1:]:
+        for x, y in zip(grads[0], other):
+            assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gradients_in_half_precision(dtype):
+    """bf16 / fp16 inputs (autocast training): gradients in the input dtype, accumulated in float."""
+    f, w, b, windows = _grad_inputs(3, 3, 2, True, torch.float32, count=20, N=2, C=8, H=12, W=10)
+    out = ops.decode_windows(f, w, b, windows, 3, 3, 2)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    ref = torch.autograd.grad(out, (f, w, b), g)
+    fh, wh, bh = (t.detach().to(dtype).requires_grad_() for t in (f, w, b))
+    got = torch.autograd.grad(ops.decode_windows(fh, wh, bh, windows, 3, 3, 2), (fh, wh, bh), g.to(dtype))
+    for x, y in zip(got, ref):
+        assert x.dtype == dtype
+        torch.testing.assert_close(x.float(), y, rtol=0.05, atol=0.05 * y.abs().max().item())
+
+
+def test_no_windows_gives_zero_gradients():
+    f, w, b, _ = _grad_inputs(3, 3, 2, True)
+    out = ops.decode_windows(f, w, b, torch.zeros(0, 3, dtype=torch.int64), 3, 3, 2)
+    assert out.shape == (0, 6, 6)
+    for grad in torch.autograd.grad(out.sum(), (f, w, b), allow_unused=True):
+        assert grad is None or not grad.any()
+
+
+def test_only_the_needed_gradients():
+    """The 4D conv weight (the head passes its conv's parameters) and inputs that need no grad."""
+    f, w, b, windows = _grad_inputs(3, 3, 2, True)
+    f = f.detach()
+    w4 = w.detach().reshape(9, 3, 1, 1).requires_grad_()
+    out = ops.decode_windows(f, w4, None, windows, 3, 3, 2)
+    (gw,) = torch.autograd.grad(out.sum(), (w4,))
+    assert gw.shape == (9, 3, 1, 1)
     with torch.no_grad():
-        out = ops.decode_windows(a["features"], w, a["bias"], a["windows"], 2, 3, 2)
-    assert not out.requires_grad
-    with torch.inference_mode():
-        ops.decode_windows(a["features"], w, a["bias"], a["windows"], 2, 3, 2)
+        assert not ops.decode_windows(f, w4, b, windows, 3, 3, 2).requires_grad
+
+
+def test_double_backward_raises():
+    f, w, b, windows = _grad_inputs(3, 3, 2, True)
+    out = ops.decode_windows(f, w, b, windows, 3, 3, 2)
+    with pytest.raises(RuntimeError, match="double backward .* is not supported"):
+        torch.autograd.grad(out.sum(), (f,), create_graph=True)
+    torch.autograd.grad(out.sum(), (f,))  # a plain backward works
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    """Schema, fake kernels (forward and backward) and autograd registration (torch.library.opcheck)."""
+    a = _args()
+    f, w, b = (a[k].double().requires_grad_(requires_grad) for k in ("features", "weight", "bias"))
+    torch.library.opcheck(torch.ops.tensormask.decode_windows.default, (f, w, b, a["windows"], 2, 3, 2, True, "bilinear", -6.0))
+
+
+def test_backward_errors():
+    a = _args()
+    grad = torch.zeros(2, 4, 6)
+    backward = torch.ops.tensormask.decode_windows_backward
+    with pytest.raises(ValueError, match="`grad` must have the output's shape \\(P, λV, λU\\) = \\(2, 4, 6\\)"):
+        backward(torch.zeros(2, 4, 5), a["features"], a["weight"], a["windows"], 2, 3, 2, True, "bilinear")
+    with pytest.raises(TypeError, match="`grad` must have the dtype"):
+        backward(grad.double(), a["features"], a["weight"], a["windows"], 2, 3, 2, True, "bilinear")
+    with pytest.raises(ValueError, match="`weight` must have V·U"):
+        backward(grad, a["features"], torch.zeros(7, 4), a["windows"], 2, 3, 2, True, "bilinear")
+    with pytest.raises(ValueError, match="`windows` row 1"):
+        backward(grad, a["features"], a["weight"], torch.tensor([[0, 1, 2], [2, 0, 0]]), 2, 3, 2, True, "bilinear")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        fake = _args()
+        gf, gw, gb = backward(torch.zeros(2, 4, 6), fake["features"], fake["weight"], fake["windows"], 2, 3, 2, True, "bilinear")
+        assert gf.shape == (2, 4, 8, 10) and gw.shape == (6, 4) and gb.shape == (6,)
+        with pytest.raises(ValueError, match="`grad` must have the output's shape"):
+            backward(torch.zeros(3, 4, 6), fake["features"], fake["weight"], fake["windows"], 2, 3, 2, True, "bilinear")
 
 
 def test_fake_kernel_errors():
@@ -402,6 +522,20 @@ def test_device_mismatch():
 # ------------------------------------------------------------------------------------------------
 # CUDA vs CPU
 # ------------------------------------------------------------------------------------------------
+
+
+@requires_cuda
+@pytest.mark.parametrize("V,U,lam,subsample,mode", GRAD_CASES)
+def test_cuda_gradients_match_cpu(V, U, lam, subsample, mode):
+    f, w, b, windows = _grad_inputs(V, U, lam, subsample, torch.float64, count=30, N=3, C=8, H=19, W=23)
+    g = torch.randn(windows.shape[0], lam * V, lam * U, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    cpu = torch.autograd.grad(ops.decode_windows(f, w, b, windows, V, U, lam, subsample, mode), (f, w, b), g)
+    fc, wc, bc = (t.detach().cuda().requires_grad_() for t in (f, w, b))
+    out = ops.decode_windows(fc, wc, bc, windows.cuda(), V, U, lam, subsample, mode)
+    gpu = torch.autograd.grad(out, (fc, wc, bc), g.cuda())
+    for x, y in zip(gpu, cpu):
+        assert x.device.type == "cuda"
+        torch.testing.assert_close(x.cpu(), y, rtol=1e-10, atol=1e-10)
 
 
 @requires_cuda

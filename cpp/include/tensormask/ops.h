@@ -10,6 +10,7 @@
 #include <c10/core/SymInt.h>
 
 #include <string_view>
+#include <tuple>
 
 namespace tensormask::ops {
 
@@ -84,16 +85,24 @@ at::Tensor assign_windows(const at::Tensor& gt_boxes, const at::Tensor& gt_is_cr
 at::Tensor crop_windows(const at::Tensor& masks, const at::Tensor& gt_index, const at::Tensor& centers,
                         double sigma_vu, int64_t V, int64_t U);
 
-// ---- Sparse mask decoding (inference, paper §3.5–3.6, §4.3) -----------------------------------------
+// ---- Sparse mask decoding (inference and the training mask loss, paper §3.5–3.6, §4.3) -----------------------------------------
 // Natural masks of P windows computed straight from the mask features, without the dense conv output:
 //   out[p] = op(conv1x1(features, weight, bias).reshape(N, V, U, H, W), lam, mode, pad_val)[n, :, :, y, x]
 // for windows[p] = (n, y, x) in the op's output grid, op = swap_align2nat (subsample) or up_align2nat.
-// The 1×1 conv is evaluated only at the (channel, position) pairs the windows read. Not differentiable.
+// The 1×1 conv is evaluated only at the (channel, position) pairs the windows read. Differentiable in
+// features, weight and bias (training's mask loss at the positive windows); once, not twice.
 // features (N, C, H, W) float, weight (V·U, C), bias (V·U,) (features' dtype), windows (P, 3) int64
 // → (P, λV, λU). Work per window ≈ 4·λV·λU·C MACs (see tensormask/detail/decode.h).
 at::Tensor decode_windows(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
                           const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample = true,
                           std::string_view mode = "bilinear", double pad_val = -6.0);
+
+// Gradient of decode_windows for grad (P, λV, λU) of its output → (grad_features (N, C, H, W),
+// grad_weight (V·U, C), grad_bias (V·U,)), ≈ 2× the forward's work; padding has no gradient.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward(const at::Tensor& grad, const at::Tensor& features,
+                                                                      const at::Tensor& weight, const at::Tensor& windows,
+                                                                      int64_t V, int64_t U, int64_t lam, bool subsample,
+                                                                      std::string_view mode);
 
 // ---- Post-processing (paper §4.3) ------------------------------------------------------------------
 // Class-aware greedy NMS: boxes (R, 4) float XYXY image pixels, scores (R,) float, idxs (R,) int64

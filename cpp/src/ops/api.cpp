@@ -105,6 +105,17 @@ at::Tensor decode_windows(const at::Tensor& features, const at::Tensor& weight, 
                      pad_val);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward(const at::Tensor& grad, const at::Tensor& features,
+                                                                      const at::Tensor& weight, const at::Tensor& windows,
+                                                                      int64_t V, int64_t U, int64_t lam, bool subsample,
+                                                                      std::string_view mode) {
+  using Sig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                              const at::Tensor&, int64_t, int64_t, int64_t, bool,
+                                                              c10::string_view);
+  static const auto handle = op<Sig>("tensormask::decode_windows_backward");
+  return handle.call(grad, features, weight, windows, V, U, lam, subsample, c10::string_view(mode.data(), mode.size()));
+}
+
 at::Tensor batched_nms(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                        double iou_threshold) {
   using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double);

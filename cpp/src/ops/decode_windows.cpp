@@ -1,4 +1,4 @@
-// decode_windows: schema, CPU kernel and the (refusing) autograd kernel of sparse mask decoding.
+// decode_windows: schema, CPU kernels (forward and backward) and autograd of sparse mask decoding.
 //
 // The natural masks of P windows straight from the mask-head features: the 1×1 conv `mask_pred_XX`
 // is evaluated only at the (channel, position) pairs the windows read, then interpolated exactly as
@@ -16,15 +16,28 @@
 //      channels (conv_block). No transposition of the features is needed.
 //   3. out[v, u] = Σ_{i,j < 4} w_v[i]·w_u[j]·T[tap_v[i]][tap_u[j]], the padding row/column of T (and
 //      the entries outside the map) holding pad_val.
+//
+// Backward (decode_windows_backward; training computes the mask loss at the positive windows only, so
+// the dense V̂·Û-channel conv output and its gradient are never built), per window:
+//   1. the gradient of the tap table, gT[a][b] = Σ_{v,u} grad[v, u]·Σ_{i: tap_v[i]=a} w_v[i]·Σ_{j: tap_u[j]=b} w_u[j];
+//   2. for every entry inside the map (iy, ix), channel ch = iv_a·Û + iu_b, f = features[n, :, iy, ix]:
+//      grad_bias[ch] += gT,  grad_weight[ch, :] += gT·f,  grad_features[n, :, iy, ix] += gT·weight[ch, :]
+//      (padding has no gradient), ≈ 2× the forward's multiply-adds.
+//   Images in parallel: a thread owns the features gradient of its images and one weight/bias gradient
+//   per image, summed in image order at the end, and takes the windows in their order: bitwise
+//   deterministic whatever the number of threads. Features and their gradient are read/written
+//   channels-last (one contiguous C-vector per pixel).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -218,21 +231,165 @@ at::Tensor decode_windows_cpu(const at::Tensor& features, const at::Tensor& weig
   return out;
 }
 
-// Inference only: refuse to run when a gradient would be expected (rather than silently returning
-// an output that does not require grad), else call the backend kernel below autograd.
+template <typename scalar_t>
+void decode_backward_cpu_kernel(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight,
+                                const int64_t* win, const detail::DecodeShape& s, at::Tensor& grad_features_nhwc,
+                                at::Tensor& grad_weight, at::Tensor& grad_bias) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int kT = detail::kDecodeTaps;
+  const detail::SwapGeometry& g = s.g;
+  const auto pv = detail::make_axis_plan<acc_t>(g.Vi, g.Vo, g.lam, g.nearest, /*by_channel=*/false);
+  const auto pu = detail::make_axis_plan<acc_t>(g.Ui, g.Uo, g.lam, g.nearest, /*by_channel=*/true);
+  const int64_t Kv = pv.count(), Ku = pu.count(), row = Ku + 1;
+  const int64_t N = s.N, C = s.C, H = s.H, W = s.W, Ui = g.Ui, stride = g.stride, K = g.Vi * g.Ui;
+  const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+  const at::Tensor feat_t = features.to(acc_type).permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C)
+  const at::Tensor w_t = weight.to(acc_type).contiguous();
+  const at::Tensor g_t = grad.to(acc_type).contiguous();
+  const acc_t* feat = feat_t.const_data_ptr<acc_t>();
+  const acc_t* wt = w_t.const_data_ptr<acc_t>();
+  const acc_t* go = g_t.const_data_ptr<acc_t>();
+  acc_t* gf = grad_features_nhwc.mutable_data_ptr<acc_t>();
+  // Per-image weight/bias gradients, summed in image order below.
+  std::vector<acc_t> gw_img(static_cast<size_t>(N * K * C), acc_t(0)), gb_img(static_cast<size_t>(N * K), acc_t(0));
+  std::vector<std::vector<int64_t>> by_image(static_cast<size_t>(N));
+  for (int64_t p = 0; p < s.P; ++p) by_image[static_cast<size_t>(win[3 * p])].push_back(p);
+  const int64_t out_size = g.Vo * g.Uo;
+
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> table(static_cast<size_t>((Kv + 1) * row)), r(static_cast<size_t>(row));
+    for (int64_t n = begin; n < end; ++n) {
+      acc_t* gw = gw_img.data() + n * K * C;
+      acc_t* gb = gb_img.data() + n * K;
+      for (const int64_t p : by_image[static_cast<size_t>(n)]) {
+        const int64_t y0 = win[3 * p + 1] * stride, x0 = win[3 * p + 2] * stride;
+        const acc_t* gp = go + p * out_size;
+        // 1. gT, output row by output row: r[b] = Σ_u grad[v, u]·Σ_{j: tap_u[j]=b} w_u[j], then
+        //    gT[tap_v[i]] += w_v[i]·r.
+        std::fill(table.begin(), table.end(), acc_t(0));
+        for (int64_t v = 0; v < g.Vo; ++v) {
+          std::fill(r.begin(), r.end(), acc_t(0));
+          bool any = false;
+          for (int64_t u = 0; u < g.Uo; ++u) {
+            const acc_t gv = gp[v * g.Uo + u];
+            if (gv == acc_t(0)) continue;
+            any = true;
+            for (int j = 0; j < kT; ++j) r[pu.tap[u * kT + j]] += gv * pu.weight[u * kT + j];
+          }
+          if (!any) continue;
+          for (int i = 0; i < kT; ++i) {
+            const acc_t wv = pv.weight[v * kT + i];
+            if (wv == acc_t(0)) continue;
+            acc_t* t = table.data() + pv.tap[v * kT + i] * row;
+            for (int64_t b = 0; b < row; ++b) t[b] += wv * r[b];
+          }
+        }
+        // 2. The entries inside the map (the padding row Kv and column Ku have no gradient).
+        for (int64_t a = 0; a < Kv; ++a) {
+          const int64_t iy = y0 + pv.shift[a];
+          if (iy < 0 || iy >= H) continue;
+          const acc_t* t = table.data() + a * row;
+          for (int64_t b = 0; b < Ku; ++b) {
+            const int64_t ix = x0 + pu.shift[b];
+            const acc_t gt = t[b];
+            if (gt == acc_t(0) || ix < 0 || ix >= W) continue;
+            const int64_t ch = pv.chan[a] * Ui + pu.chan[b];
+            const int64_t pixel = (n * H + iy) * W + ix;
+            const acc_t* f = feat + pixel * C;
+            const acc_t* wc = wt + ch * C;
+            acc_t* gwc = gw + ch * C;
+            acc_t* gfp = gf + pixel * C;
+            gb[ch] += gt;
+            for (int64_t c = 0; c < C; ++c) {
+              gwc[c] += gt * f[c];
+              gfp[c] += gt * wc[c];
+            }
+          }
+        }
+      }
+    }
+  });
+  acc_t* gw_out = grad_weight.mutable_data_ptr<acc_t>();
+  acc_t* gb_out = grad_bias.mutable_data_ptr<acc_t>();
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t i = 0; i < K * C; ++i) gw_out[i] += gw_img[static_cast<size_t>(n * K * C + i)];
+    for (int64_t i = 0; i < K; ++i) gb_out[i] += gb_img[static_cast<size_t>(n * K + i)];
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& windows, int64_t V,
+    int64_t U, int64_t lam, bool subsample, c10::string_view mode) {
+  constexpr const char* op = "decode_windows_backward";
+  const detail::DecodeShape s =
+      detail::check_decode_backward_args(grad, features, weight, windows, V, U, lam, subsample, mode, op);
+  detail::check_window_rows(windows, s.N, s.g.Ho, s.g.Wo, features.device(), op);
+  const at::Tensor win = windows.contiguous();
+  const auto acc_type = at::toOpMathType(features.scalar_type());
+  const auto acc_opts = features.options().dtype(acc_type);
+  at::Tensor gf = at::zeros({s.N, s.H, s.W, s.C}, acc_opts);
+  at::Tensor gw = at::zeros({V * U, s.C}, acc_opts);
+  at::Tensor gb = at::zeros({V * U}, acc_opts);
+  if (s.P > 0 && features.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "decode_windows_backward_cpu", [&] {
+      decode_backward_cpu_kernel<scalar_t>(grad, features, weight, win.const_data_ptr<int64_t>(), s, gf, gw, gb);
+    });
+  }
+  const auto dtype = features.scalar_type();
+  return {gf.permute({0, 3, 1, 2}).to(dtype).contiguous(), gw.to(dtype), gb.to(dtype)};
+}
+
+// Autograd: the backward is decode_windows_backward. It is not differentiable itself (a second
+// derivative raises instead of silently returning zeros).
+class DecodeWindowsFunction : public torch::autograd::Function<DecodeWindowsFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& features, const at::Tensor& weight,
+                            const at::Tensor& bias, const at::Tensor& windows, int64_t V, int64_t U, int64_t lam,
+                            bool subsample, c10::string_view mode, double pad_val) {
+    ctx->save_for_backward({features, weight, windows});
+    ctx->saved_data["V"] = V;
+    ctx->saved_data["U"] = U;
+    ctx->saved_data["lam"] = lam;
+    ctx->saved_data["subsample"] = subsample;
+    ctx->saved_data["mode"] = std::string(mode);
+    at::AutoDispatchBelowADInplaceOrView guard;
+    using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                           int64_t, int64_t, bool, c10::string_view, double);
+    static const auto handle =
+        c10::Dispatcher::singleton().findSchemaOrThrow("tensormask::decode_windows", "").typed<Sig>();
+    return handle.call(features, weight, bias, windows, V, U, lam, subsample, mode, pad_val);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    torch::autograd::variable_list out(10);
+    if (!grads[0].defined()) return out;
+    const auto [gf, gw, gb] = decode_windows_backward(
+        grads[0].contiguous(), saved[0], saved[1], saved[2], ctx->saved_data["V"].toInt(), ctx->saved_data["U"].toInt(),
+        ctx->saved_data["lam"].toInt(), ctx->saved_data["subsample"].toBool(), ctx->saved_data["mode"].toStringRef());
+    out[0] = gf;
+    out[1] = gw;
+    out[2] = gb;
+    return out;
+  }
+};
+
 at::Tensor decode_windows_autograd(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
                                    const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample,
                                    c10::string_view mode, double pad_val) {
-  TORCH_CHECK(!(at::GradMode::is_enabled() && (features.requires_grad() || weight.requires_grad() || bias.requires_grad())),
-              kOp, " is an inference op without a backward, but `features`, `weight` or `bias` requires grad: call "
-              "it under torch.no_grad() / torch.inference_mode(), or pass detached tensors (training uses the dense "
-              "mask head)");
+  return DecodeWindowsFunction::apply(features, weight, bias, windows, V, U, lam, subsample, mode, pad_val);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward_autograd(
+    const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight, const at::Tensor& windows, int64_t V,
+    int64_t U, int64_t lam, bool subsample, c10::string_view mode) {
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (grad.requires_grad() || features.requires_grad() || weight.requires_grad())),
+              "decode_windows: double backward (a derivative of the gradient, create_graph=True) is not supported; "
+              "use the dense mask head (conv + swap_align2nat) for gradient penalties");
   at::AutoDispatchBelowADInplaceOrView guard;
-  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, int64_t,
-                         int64_t, bool, c10::string_view, double);
-  static const auto handle =
-      c10::Dispatcher::singleton().findSchemaOrThrow("tensormask::decode_windows", "").typed<Sig>();
-  return handle.call(features, weight, bias, windows, V, U, lam, subsample, mode, pad_val);
+  return decode_windows_backward(grad, features, weight, windows, V, U, lam, subsample,
+                                 std::string_view(mode.data(), mode.size()));
 }
 
 }  // namespace
@@ -241,10 +398,19 @@ TORCH_LIBRARY_FRAGMENT(tensormask, m) {
   m.def(
       "decode_windows(Tensor features, Tensor weight, Tensor bias, Tensor windows, int V, int U, int lam, "
       "bool subsample=True, str mode=\"bilinear\", float pad_val=-6.) -> Tensor");
+  m.def(
+      "decode_windows_backward(Tensor grad, Tensor features, Tensor weight, Tensor windows, int V, int U, int lam, "
+      "bool subsample, str mode) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(tensormask, CPU, m) { m.impl("decode_windows", &decode_windows_cpu); }
+TORCH_LIBRARY_IMPL(tensormask, CPU, m) {
+  m.impl("decode_windows", &decode_windows_cpu);
+  m.impl("decode_windows_backward", &decode_windows_backward_cpu);
+}
 
-TORCH_LIBRARY_IMPL(tensormask, Autograd, m) { m.impl("decode_windows", &decode_windows_autograd); }
+TORCH_LIBRARY_IMPL(tensormask, Autograd, m) {
+  m.impl("decode_windows", &decode_windows_autograd);
+  m.impl("decode_windows_backward", &decode_windows_backward_autograd);
+}
 
 }  // namespace tensormask::ops

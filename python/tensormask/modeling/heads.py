@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HeadConfig
-from ..ops import swap_align2nat, swap_align2nat_windows, up_align2nat
+from ..ops import decode_windows, gather_natural_windows, swap_align2nat, up_align2nat, upscale_natural_windows
 from .bipyramid import bipyramid_mask_logits, build_mask_fuse, fuse_to_finest
 
 MASK_HEADS = ("simple_natural", "simple_aligned", "upscale_natural", "upscale_aligned", "bipyramid")
@@ -323,7 +323,9 @@ class TensorMaskHead(nn.Module):
         self, mask_feats: Sequence[torch.Tensor], level: int, window_idx: int, windows: torch.Tensor
     ) -> torch.Tensor:
         """Natural mask logits of a list of windows, differentiable (training computes the mask loss
-        at positive windows only, without the dense logits).
+        at positive windows only): the 1×1 conv ``mask_pred_XX`` is evaluated only where those windows
+        read it (:func:`tensormask.ops.decode_windows` and its natural-head counterparts), so neither
+        the dense V̂·Û-channel conv output nor the dense logits (nor their gradients) are built.
 
         Args:
             mask_feats: :meth:`mask_features` of the batch.
@@ -334,19 +336,20 @@ class TensorMaskHead(nn.Module):
             ``(P, V, V)`` equal to ``dense_mask_logits(mask_feats)[k][a][n, :, :, y, x]``.
         """
         v = self.window_sizes[window_idx]
-        out = self.mask_pred(window_idx)(mask_feats[level])
+        feat = mask_feats[level]
+        conv = self.mask_pred(window_idx)
+        # The conv's parameters in the features' dtype (bfloat16 under CPU autocast, like the conv's).
+        weight, bias = conv.weight.to(feat.dtype), conv.bias.to(feat.dtype)
         if self.bipyramid:
-            return swap_align2nat_windows(to_4d(out, v, v), windows, 2**level, True, "bilinear", self.pad_val)
+            return decode_windows(feat, weight, bias, windows, v, v, 2**level, True, "bilinear", self.pad_val)
         if self.mask_head == "simple_aligned":
-            return swap_align2nat_windows(to_4d(out, v, v), windows, 1, True, "bilinear", self.pad_val)
+            return decode_windows(feat, weight, bias, windows, v, v, 1, True, "bilinear", self.pad_val)
         if self.mask_head == "simple_natural":
-            return to_4d(out, v, v)[windows[:, 0], :, :, windows[:, 1], windows[:, 2]]
+            return gather_natural_windows(feat, weight, bias, windows, v, v)
         lam = self.upscale_lambda
-        coarse = to_4d(out, v // lam, v // lam)
         if self.mask_head == "upscale_aligned":
-            return swap_align2nat_windows(coarse, windows, lam, False, self.cfg.interpolation, self.pad_val)
-        picked = coarse[windows[:, 0], :, :, windows[:, 1], windows[:, 2]]  # (P, V̂, Û)
-        return upscale_natural(picked[..., None, None], lam)[..., 0, 0]
+            return decode_windows(feat, weight, bias, windows, v // lam, v // lam, lam, False, self.cfg.interpolation, self.pad_val)
+        return upscale_natural_windows(feat, weight, bias, windows, v // lam, v // lam, lam)
 
     def dense_mask_logits(self, mask_feats: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
         """Natural mask logits of every window: ``[k][a]`` = ``(N, V_ka, U_ka, H_k, W_k)``."""

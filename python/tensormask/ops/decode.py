@@ -1,5 +1,6 @@
-"""Sparse mask decoding at inference (paper §3.5–3.6, §4.3): the masks of the few windows that survive
-NMS, computed straight from the mask-head features.
+"""Sparse mask decoding (paper §3.5–3.6, §4.3): the masks of a list of windows — at inference the few
+that survive NMS, in training the positive windows of the mask loss — computed straight from the
+mask-head features.
 
 The dense path evaluates, for every level and window size, the 1×1 conv ``mask_pred_XX`` (C → V̂·Û
 channels) over the whole feature map and converts the result to natural masks of *every* window
@@ -76,8 +77,11 @@ def decode_windows(
 
     Work per window: the distinct aligned values it reads are computed once, one C-long dot product
     each: ≈ 4·(λV)·(λU)·C multiply-adds for bilinear λ ≥ 2 (λV·λU·C for λ = 1, odd V), then 16 per
-    output pixel; no autograd (inference only: raises if an input requires grad while grad mode is
-    on).
+    output pixel.
+
+    Differentiable in ``features``, ``weight`` and ``bias`` (``decode_windows_backward``, ≈ 2× the
+    forward's work; padding has no gradient): training computes the mask loss of the positive windows
+    with it, without the dense conv output and its gradient. A second derivative raises.
 
     Args:
         features: ``(N, C, H, W)`` float features the conv reads (for the bipyramid: the fused level-k
@@ -198,23 +202,41 @@ def upscale_natural_windows(
 
 @torch.library.register_fake("tensormask::decode_windows")
 def _decode_windows_fake(features, weight, bias, windows, V, U, lam, subsample=True, mode="bilinear", pad_val=-6.0):
-    op = _OP
+    _check_decode_fake(_OP, features, weight, bias, windows, V, U, lam, mode)
+    return features.new_empty((windows.shape[0], lam * V, lam * U))
+
+
+@torch.library.register_fake("tensormask::decode_windows_backward")
+def _decode_windows_backward_fake(grad, features, weight, windows, V, U, lam, subsample, mode):
+    op = "decode_windows_backward"
+    _check_decode_fake(op, features, weight, None, windows, V, U, lam, mode)
+    expected = (windows.shape[0], lam * V, lam * U)
+    if tuple(grad.shape) != expected:
+        raise ValueError(f"{op}: `grad` must have the output's shape (P, λV, λU) = {expected}, got {tuple(grad.shape)}")
+    if grad.dtype != features.dtype:
+        raise TypeError(f"{op}: `grad` must have the dtype of `features` ({features.dtype}), got {grad.dtype}")
+    return features.new_empty(features.shape), weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],))
+
+
+def _check_decode_fake(op, features, weight, bias, windows, V, U, lam, mode):
+    """The checks of ``check_decode_args`` (decode.h) on fake tensors; ``bias`` may be None."""
     if features.dim() != 4:
         raise ValueError(f"{op}: `features` must be a 4D tensor (N, C, H, W), got {features.dim()}D with shape {tuple(features.shape)}")
     if not features.is_floating_point():
         raise TypeError(f"{op}: `features` must be a floating point tensor, got {features.dtype}")
     if weight.dim() != 2:
         raise ValueError(f"{op}: `weight` must be a 2D tensor (V·U, C), got {weight.dim()}D with shape {tuple(weight.shape)}")
-    if bias.dim() != 1:
+    if bias is not None and bias.dim() != 1:
         raise ValueError(f"{op}: `bias` must be a 1D tensor (V·U,), got {bias.dim()}D with shape {tuple(bias.shape)}")
     if windows.dim() != 2 or windows.shape[1] != 3:
         raise ValueError(f"{op}: `windows` must be a 2D tensor (P, 3) of rows (n, y, x), got shape {tuple(windows.shape)}")
-    for name, t in (("weight", weight), ("bias", bias)):
+    named = [("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    for name, t in named:
         if t.dtype != features.dtype:
             raise TypeError(f"{op}: `{name}` must have the dtype of `features` ({features.dtype}), got {t.dtype}")
     if windows.dtype != torch.int64:
         raise TypeError(f"{op}: `windows` must be an int64 tensor, got {windows.dtype}")
-    for name, t in (("weight", weight), ("bias", bias), ("windows", windows)):
+    for name, t in named + [("windows", windows)]:
         if t.device != features.device:
             raise ValueError(f"{op}: `{name}` is on {t.device} but `features` is on {features.device}")
     check_positive(V, op, "V")
@@ -225,6 +247,5 @@ def _decode_windows_fake(features, weight, bias, windows, V, U, lam, subsample=T
         raise ValueError(f"{op}: `weight` must have V·U = {V}·{U} = {V * U} rows, got {weight.shape[0]}")
     if weight.shape[1] != features.shape[1]:
         raise ValueError(f"{op}: `weight` must have C = {features.shape[1]} columns (the channels of `features`), got {weight.shape[1]}")
-    if bias.shape[0] != V * U:
+    if bias is not None and bias.shape[0] != V * U:
         raise ValueError(f"{op}: `bias` must have V·U = {V * U} elements, got {bias.shape[0]}")
-    return features.new_empty((windows.shape[0], lam * V, lam * U))

@@ -131,6 +131,7 @@ struct DecodeShape {
 
 // Validates everything but the window coordinates (which need the data: check_window_rows).
 // Bad ranks, sizes, values and devices raise ValueError, bad dtypes TypeError, naming the argument.
+// An undefined `bias` is not checked (the backward has none).
 inline DecodeShape check_decode_args(const at::Tensor& features, const at::Tensor& weight, const at::Tensor& bias,
                                      const at::Tensor& windows, int64_t V, int64_t U, int64_t lam, bool subsample,
                                      c10::string_view mode, const char* op) {
@@ -140,20 +141,20 @@ inline DecodeShape check_decode_args(const at::Tensor& features, const at::Tenso
                    features.scalar_type());
   TORCH_CHECK_VALUE(weight.dim() == 2, op, ": `weight` must be a 2D tensor (V·U, C), got ", weight.dim(),
                     "D with shape ", weight.sizes());
-  TORCH_CHECK_VALUE(bias.dim() == 1, op, ": `bias` must be a 1D tensor (V·U,), got ", bias.dim(), "D with shape ",
-                    bias.sizes());
+  TORCH_CHECK_VALUE(!bias.defined() || bias.dim() == 1, op, ": `bias` must be a 1D tensor (V·U,), got ", bias.dim(),
+                    "D with shape ", bias.sizes());
   TORCH_CHECK_VALUE(windows.dim() == 2 && windows.size(1) == 3, op,
                     ": `windows` must be a 2D tensor (P, 3) of rows (n, y, x), got shape ", windows.sizes());
   TORCH_CHECK_TYPE(weight.scalar_type() == features.scalar_type(), op, ": `weight` must have the dtype of `features` (",
                    features.scalar_type(), "), got ", weight.scalar_type());
-  TORCH_CHECK_TYPE(bias.scalar_type() == features.scalar_type(), op, ": `bias` must have the dtype of `features` (",
-                   features.scalar_type(), "), got ", bias.scalar_type());
+  TORCH_CHECK_TYPE(!bias.defined() || bias.scalar_type() == features.scalar_type(), op,
+                   ": `bias` must have the dtype of `features` (", features.scalar_type(), "), got ", bias.scalar_type());
   TORCH_CHECK_TYPE(windows.scalar_type() == at::kLong, op, ": `windows` must be an int64 tensor, got ",
                    windows.scalar_type());
   TORCH_CHECK_VALUE(weight.device() == features.device(), op, ": `weight` is on ", weight.device(),
                     " but `features` is on ", features.device());
-  TORCH_CHECK_VALUE(bias.device() == features.device(), op, ": `bias` is on ", bias.device(), " but `features` is on ",
-                    features.device());
+  TORCH_CHECK_VALUE(!bias.defined() || bias.device() == features.device(), op, ": `bias` is on ", bias.device(),
+                    " but `features` is on ", features.device());
   TORCH_CHECK_VALUE(windows.device() == features.device(), op, ": `windows` is on ", windows.device(),
                     " but `features` is on ", features.device());
   check_positive(V, op, "V");
@@ -164,7 +165,8 @@ inline DecodeShape check_decode_args(const at::Tensor& features, const at::Tenso
                     " rows, got ", weight.size(0));
   TORCH_CHECK_VALUE(weight.size(1) == features.size(1), op, ": `weight` must have C = ", features.size(1),
                     " columns (the channels of `features`), got ", weight.size(1));
-  TORCH_CHECK_VALUE(bias.size(0) == V * U, op, ": `bias` must have V·U = ", V * U, " elements, got ", bias.size(0));
+  TORCH_CHECK_VALUE(!bias.defined() || bias.size(0) == V * U, op, ": `bias` must have V·U = ", V * U,
+                    " elements, got ", bias.size(0));
   DecodeShape s;
   s.N = features.size(0);
   s.C = features.size(1);
@@ -172,6 +174,23 @@ inline DecodeShape check_decode_args(const at::Tensor& features, const at::Tenso
   s.W = features.size(3);
   s.P = windows.size(0);
   s.g = make_geometry(V, U, s.H, s.W, lam, nearest, subsample);
+  return s;
+}
+
+// decode_windows_backward: the arguments of the forward (without bias) plus `grad`, the gradient of its
+// output: (P, λV, λU) with the dtype and device of `features`.
+inline DecodeShape check_decode_backward_args(const at::Tensor& grad, const at::Tensor& features,
+                                              const at::Tensor& weight, const at::Tensor& windows, int64_t V,
+                                              int64_t U, int64_t lam, bool subsample, c10::string_view mode,
+                                              const char* op) {
+  const DecodeShape s = check_decode_args(features, weight, at::Tensor(), windows, V, U, lam, subsample, mode, op);
+  TORCH_CHECK_VALUE(grad.dim() == 3 && grad.size(0) == s.P && grad.size(1) == s.g.Vo && grad.size(2) == s.g.Uo, op,
+                    ": `grad` must have the output's shape (P, λV, λU) = (", s.P, ", ", s.g.Vo, ", ", s.g.Uo,
+                    "), got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == features.scalar_type(), op, ": `grad` must have the dtype of `features` (",
+                   features.scalar_type(), "), got ", grad.scalar_type());
+  TORCH_CHECK_VALUE(grad.device() == features.device(), op, ": `grad` is on ", grad.device(), " but `features` is on ",
+                    features.device());
   return s;
 }
 
