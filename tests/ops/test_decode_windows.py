@@ -12,7 +12,6 @@ from tensormask import ops
 from tensormask.config import HeadConfig
 from tensormask.modeling.bipyramid import bipyramid_mask_logits, fuse_to_finest
 from tensormask.modeling.heads import TensorMaskHead, baseline_mask_logits
-from tensormask.modeling.postprocess import decode_head_windows
 
 from .utils import DEVICES, num_threads, requires_cuda
 
@@ -223,7 +222,7 @@ def test_head_windows_match_head_forward(mask_head, lam, interpolation, window_s
             for a in range(len(window_sizes)):
                 d = dense[k][a]
                 windows = sample_windows(2, d.shape[-2], d.shape[-1], 3, seed=k * 10 + a)
-                out = decode_head_windows(head, inputs[k], k, a, windows)
+                out = head.window_mask_logits(inputs, k, a, windows)
                 assert out.shape[1:] == (head.output_size(k, a),) * 2
                 assert_close_rel(out, gather(d, windows), torch.float64)
 

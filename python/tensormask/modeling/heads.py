@@ -322,18 +322,22 @@ class TensorMaskHead(nn.Module):
     def window_mask_logits(
         self, mask_feats: Sequence[torch.Tensor], level: int, window_idx: int, windows: torch.Tensor
     ) -> torch.Tensor:
-        """Natural mask logits of a list of windows, differentiable (training computes the mask loss
-        at positive windows only): the 1×1 conv ``mask_pred_XX`` is evaluated only where those windows
-        read it (:func:`tensormask.ops.decode_windows` and its natural-head counterparts), so neither
-        the dense V̂·Û-channel conv output nor the dense logits (nor their gradients) are built.
+        """Natural mask logits of a list of windows, for any mask head, differentiable: training's mask
+        loss at the positive windows and inference's masks of the windows kept by NMS. The 1×1 conv
+        ``mask_pred_XX`` is evaluated only where those windows read it
+        (:func:`tensormask.ops.decode_windows`, :func:`~tensormask.ops.gather_natural_windows`,
+        :func:`~tensormask.ops.upscale_natural_windows`), so neither the dense V̂·Û-channel conv
+        output nor the dense logits (nor their gradients) are built.
 
         Args:
-            mask_feats: :meth:`mask_features` of the batch.
+            mask_feats: :meth:`mask_features` of the batch: per level ``(N, C, H, W)``, the fused
+                P2-resolution map (tensor bipyramid) or the mask trunk output of the level.
             level: level k; window_idx: index a into ``window_sizes``.
             windows: ``(P, 3)`` int64 rows ``(n, y, x)`` on level k's grid.
 
         Returns:
-            ``(P, V, V)`` equal to ``dense_mask_logits(mask_feats)[k][a][n, :, :, y, x]``.
+            ``(P, V, V)`` (V = :meth:`output_size`), equal to
+            ``dense_mask_logits(mask_feats)[k][a][n, :, :, y, x]``; dtype of the features.
         """
         v = self.window_sizes[window_idx]
         feat = mask_feats[level]

@@ -3,8 +3,8 @@ per image with binary masks at the requested output resolution.
 
 Per image: sigmoid class scores of all windows × classes, score threshold, top-k candidates, box
 decoding (regressed boxes, or the masks' bounding boxes for §A.4's NMS on mask boxes), class-aware
-NMS, then the masks of the kept windows only are decoded sparsely (:func:`decode_head_windows`,
-native :func:`tensormask.ops.decode_windows`) and pasted into the image (native
+NMS, then the masks of the kept windows only are decoded sparsely
+(:meth:`TensorMaskHead.window_mask_logits`, native :func:`tensormask.ops.decode_windows`) and pasted into the image (native
 :func:`tensormask.ops.paste_masks`). Nothing dense beyond the class scores is built. The stages are
 ``torch.profiler`` ranges ``tensormask.{candidates,nms,decode,paste}`` (``benchmarks/bench_e2e.py``).
 """
@@ -17,44 +17,9 @@ import torch
 from torch.profiler import record_function
 
 from ..ops import batched_nms, paste_masks
-from ..ops.decode import decode_windows, gather_natural_windows, upscale_natural_windows
 from .heads import HeadOutputs, TensorMaskHead, permute_to_N_HWA_K
 from .losses import window_index_table
 from .targets import window_boxes
-
-
-def decode_head_windows(head: TensorMaskHead, features: torch.Tensor, level: int, window_idx: int,
-                        windows: torch.Tensor) -> torch.Tensor:
-    """Natural mask logits of a list of windows of one (level, window size), for any mask head.
-
-    Equal to ``head(...).mask_logits[level][window_idx][n, :, :, y, x]`` for each row ``(n, y, x)`` of
-    ``windows``, without building the dense mask logits.
-
-    Args:
-        head: the model's :class:`TensorMaskHead`.
-        features: ``head.mask_features(...)[level]`` — ``(N, C, H, W)``: the fused P2-resolution map
-            (tensor bipyramid) or the mask trunk output of the level.
-        level: FPN level k.
-        window_idx: index a into ``head.window_sizes``.
-        windows: ``(P, 3)`` int64 rows ``(n, y, x)`` on the level's grid.
-
-    Returns:
-        ``(P, V, V)`` logits, V = ``head.output_size(level, window_idx)``.
-    """
-    conv = head.mask_pred(window_idx)
-    v = head.window_sizes[window_idx]
-    if head.bipyramid:
-        return decode_windows(features, conv.weight, conv.bias, windows, v, v, 2**level, True, "bilinear", head.pad_val)
-    if head.mask_head == "simple_natural":
-        return gather_natural_windows(features, conv.weight, conv.bias, windows, v, v)
-    if head.mask_head == "simple_aligned":
-        return decode_windows(features, conv.weight, conv.bias, windows, v, v, 1, True, "bilinear", head.pad_val)
-    lam = head.upscale_lambda
-    coarse = v // lam
-    if head.mask_head == "upscale_natural":
-        return upscale_natural_windows(features, conv.weight, conv.bias, windows, coarse, coarse, lam)
-    return decode_windows(features, conv.weight, conv.bias, windows, coarse, coarse, lam, False,
-                          head.cfg.interpolation, head.pad_val)
 
 
 def top_candidates(scores: torch.Tensor, threshold: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +58,7 @@ def _decode_soft_masks(head: TensorMaskHead, mask_features: Sequence[torch.Tenso
             if sel.numel() == 0:
                 continue
             rows = torch.cat((torch.full_like(sel[:, None], image), index[sel][:, 2:]), dim=1)
-            logits = decode_head_windows(head, mask_features[k], k, a, rows)
+            logits = head.window_mask_logits(mask_features, k, a, rows)
             for i, m in zip(sel.tolist(), logits.sigmoid()):
                 out[i] = m
     return out  # type: ignore[return-value]
