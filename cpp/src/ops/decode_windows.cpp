@@ -23,10 +23,11 @@
 //   2. for every entry inside the map (iy, ix), channel ch = iv_a·Û + iu_b, f = features[n, :, iy, ix]:
 //      grad_bias[ch] += gT,  grad_weight[ch, :] += gT·f,  grad_features[n, :, iy, ix] += gT·weight[ch, :]
 //      (padding has no gradient), ≈ 2× the forward's multiply-adds.
+//   Per image, its features and their gradient are held channels-last in acc_t (one contiguous C-vector
+//   per pixel: step 2 is two C-long multiply-adds per entry), transposed from and to NCHW in the thread.
 //   Images in parallel: a thread owns the features gradient of its images and one weight/bias gradient
 //   per image, summed in image order at the end, and takes the windows in their order: bitwise
-//   deterministic whatever the number of threads. Features and their gradient are read/written
-//   channels-last (one contiguous C-vector per pixel).
+//   deterministic whatever the number of threads.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -233,7 +234,7 @@ at::Tensor decode_windows_cpu(const at::Tensor& features, const at::Tensor& weig
 
 template <typename scalar_t>
 void decode_backward_cpu_kernel(const at::Tensor& grad, const at::Tensor& features, const at::Tensor& weight,
-                                const int64_t* win, const detail::DecodeShape& s, at::Tensor& grad_features_nhwc,
+                                const int64_t* win, const detail::DecodeShape& s, at::Tensor& grad_features,
                                 at::Tensor& grad_weight, at::Tensor& grad_bias) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int kT = detail::kDecodeTaps;
@@ -241,16 +242,16 @@ void decode_backward_cpu_kernel(const at::Tensor& grad, const at::Tensor& featur
   const auto pv = detail::make_axis_plan<acc_t>(g.Vi, g.Vo, g.lam, g.nearest, /*by_channel=*/false);
   const auto pu = detail::make_axis_plan<acc_t>(g.Ui, g.Uo, g.lam, g.nearest, /*by_channel=*/true);
   const int64_t Kv = pv.count(), Ku = pu.count(), row = Ku + 1;
-  const int64_t N = s.N, C = s.C, H = s.H, W = s.W, Ui = g.Ui, stride = g.stride, K = g.Vi * g.Ui;
+  const int64_t N = s.N, C = s.C, H = s.H, W = s.W, Ui = g.Ui, stride = g.stride, K = g.Vi * g.Ui, plane = H * W;
   const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-  const at::Tensor feat_t = features.to(acc_type).permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C)
-  const at::Tensor w_t = weight.to(acc_type).contiguous();
+  const at::Tensor feat_t = features.contiguous();
+  const at::Tensor w_t = weight.to(acc_type).contiguous();  // (K, C)
   const at::Tensor g_t = grad.to(acc_type).contiguous();
-  const acc_t* feat = feat_t.const_data_ptr<acc_t>();
+  const scalar_t* feat = feat_t.const_data_ptr<scalar_t>();
   const acc_t* wt = w_t.const_data_ptr<acc_t>();
   const acc_t* go = g_t.const_data_ptr<acc_t>();
-  acc_t* gf = grad_features_nhwc.mutable_data_ptr<acc_t>();
-  // Per-image weight/bias gradients, summed in image order below.
+  scalar_t* gf_out = grad_features.mutable_data_ptr<scalar_t>();  // (N, C, H, W)
+  // Per-image weight (K, C) / bias (K) gradients, summed in image order below.
   std::vector<acc_t> gw_img(static_cast<size_t>(N * K * C), acc_t(0)), gb_img(static_cast<size_t>(N * K), acc_t(0));
   std::vector<std::vector<int64_t>> by_image(static_cast<size_t>(N));
   for (int64_t p = 0; p < s.P; ++p) by_image[static_cast<size_t>(win[3 * p])].push_back(p);
@@ -258,10 +259,24 @@ void decode_backward_cpu_kernel(const at::Tensor& grad, const at::Tensor& featur
 
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> table(static_cast<size_t>((Kv + 1) * row)), r(static_cast<size_t>(row));
+    // One image channels-last in acc_t: its features and the gradient of its features.
+    std::vector<acc_t> f_hwc, g_hwc;
     for (int64_t n = begin; n < end; ++n) {
+      scalar_t* gf_img = gf_out + n * C * plane;
+      const auto& windows = by_image[static_cast<size_t>(n)];
+      if (windows.empty()) {
+        std::fill(gf_img, gf_img + C * plane, scalar_t(0));
+        continue;
+      }
+      const scalar_t* img = feat + n * C * plane;
+      f_hwc.resize(static_cast<size_t>(plane * C));
+      g_hwc.assign(static_cast<size_t>(plane * C), acc_t(0));
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t i = 0; i < plane; ++i) f_hwc[static_cast<size_t>(i * C + c)] = static_cast<acc_t>(img[c * plane + i]);
+      }
       acc_t* gw = gw_img.data() + n * K * C;
       acc_t* gb = gb_img.data() + n * K;
-      for (const int64_t p : by_image[static_cast<size_t>(n)]) {
+      for (const int64_t p : windows) {
         const int64_t y0 = win[3 * p + 1] * stride, x0 = win[3 * p + 2] * stride;
         const acc_t* gp = go + p * out_size;
         // 1. gT, output row by output row: r[b] = Σ_u grad[v, u]·Σ_{j: tap_u[j]=b} w_u[j], then
@@ -294,11 +309,11 @@ void decode_backward_cpu_kernel(const at::Tensor& grad, const at::Tensor& featur
             const acc_t gt = t[b];
             if (gt == acc_t(0) || ix < 0 || ix >= W) continue;
             const int64_t ch = pv.chan[a] * Ui + pu.chan[b];
-            const int64_t pixel = (n * H + iy) * W + ix;
-            const acc_t* f = feat + pixel * C;
+            const int64_t pixel = iy * W + ix;
+            const acc_t* f = f_hwc.data() + pixel * C;
+            acc_t* gfp = g_hwc.data() + pixel * C;
             const acc_t* wc = wt + ch * C;
             acc_t* gwc = gw + ch * C;
-            acc_t* gfp = gf + pixel * C;
             gb[ch] += gt;
             for (int64_t c = 0; c < C; ++c) {
               gwc[c] += gt * f[c];
@@ -307,9 +322,12 @@ void decode_backward_cpu_kernel(const at::Tensor& grad, const at::Tensor& featur
           }
         }
       }
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t i = 0; i < plane; ++i) gf_img[c * plane + i] = static_cast<scalar_t>(g_hwc[static_cast<size_t>(i * C + c)]);
+      }
     }
   });
-  acc_t* gw_out = grad_weight.mutable_data_ptr<acc_t>();
+  acc_t* gw_out = grad_weight.mutable_data_ptr<acc_t>();  // (K, C)
   acc_t* gb_out = grad_bias.mutable_data_ptr<acc_t>();
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t i = 0; i < K * C; ++i) gw_out[i] += gw_img[static_cast<size_t>(n * K * C + i)];
@@ -325,18 +343,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward_cpu(
       detail::check_decode_backward_args(grad, features, weight, windows, V, U, lam, subsample, mode, op);
   detail::check_window_rows(windows, s.N, s.g.Ho, s.g.Wo, features.device(), op);
   const at::Tensor win = windows.contiguous();
-  const auto acc_type = at::toOpMathType(features.scalar_type());
-  const auto acc_opts = features.options().dtype(acc_type);
-  at::Tensor gf = at::zeros({s.N, s.H, s.W, s.C}, acc_opts);
+  const auto acc_opts = features.options().dtype(at::toOpMathType(features.scalar_type()));
+  at::Tensor gf = at::empty({s.N, s.C, s.H, s.W}, features.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor gw = at::zeros({V * U, s.C}, acc_opts);
   at::Tensor gb = at::zeros({V * U}, acc_opts);
-  if (s.P > 0 && features.numel() > 0) {
+  if (s.P == 0 || features.numel() == 0) {
+    gf.zero_();
+  } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "decode_windows_backward_cpu", [&] {
       decode_backward_cpu_kernel<scalar_t>(grad, features, weight, win.const_data_ptr<int64_t>(), s, gf, gw, gb);
     });
   }
   const auto dtype = features.scalar_type();
-  return {gf.permute({0, 3, 1, 2}).to(dtype).contiguous(), gw.to(dtype), gb.to(dtype)};
+  return {gf, gw.to(dtype), gb.to(dtype)};
 }
 
 // Autograd: the backward is decode_windows_backward. It is not differentiable itself (a second
