@@ -6,7 +6,7 @@
 #   make cuda-check compile the CUDA kernels against a CUDA torch (no GPU needed)
 #   make fuzz       hypothesis fuzz tests of every native op, >= 10,000 generated cases (FUZZ_EXAMPLES=per test)
 #   make sanitize   ASan + UBSan build in build-sanitize/: ctest and the Python op tests under the sanitizers
-#   make bench      benchmarks (ops, label assignment, post-processing, C++ vs Python inference), ratios vs baselines
+#   make bench      benchmarks (ops, label assignment, post-processing, C++ vs Python inference, training step), ratios vs baselines
 #   make bench-peer end-to-end speed vs torchvision Mask R-CNN (own venv .venv-peer, ~5.5 GB; BENCH_E2E_ARGS=...)
 
 SHELL := /bin/bash
@@ -94,6 +94,7 @@ bench: install
 	$(PY) benchmarks/bench_assign.py
 	$(PY) benchmarks/bench_postprocess.py
 	$(PY) benchmarks/bench_cpp_infer.py
+	$(PY) benchmarks/bench_train_step.py
 
 
 # torchvision's Mask R-CNN, the peer of benchmarks/bench_e2e.py, in a venv of its own (torchvision is not

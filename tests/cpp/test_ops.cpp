@@ -64,3 +64,37 @@ TEST(Ops, BadInputRaises) {
   EXPECT_THROW(tmo::swap_align2nat(torch::zeros({1, 3, 3, 3, 3}), 0), c10::ValueError);
   EXPECT_THROW(tmo::swap_align2nat(torch::zeros({1, 3, 3, 3, 3}), 2, "bicubic"), c10::ValueError);
 }
+
+// decode_windows is linear in the weight (zero bias, zero padding) and in the features, so its
+// backward must be its adjoint: ⟨g, decode(dW)⟩ = ⟨grad_weight, dW⟩ and ⟨g, decode(dF)⟩ = ⟨grad_features, dF⟩.
+TEST(DecodeWindows, BackwardIsTheAdjoint) {
+  torch::manual_seed(0);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  const int64_t N = 2, C = 3, H = 9, W = 8, V = 3, U = 2, lam = 2;
+  const auto features = torch::randn({N, C, H, W}, f64);
+  const auto weight = torch::randn({V * U, C}, f64);
+  const auto zero_bias = torch::zeros({V * U}, f64);
+  const auto windows = torch::tensor({0, 0, 0, 1, 4, 3, 0, 2, 1, 1, 4, 3}, torch::kLong).reshape({4, 3});
+  const auto out = tmo::decode_windows(features, weight, zero_bias, windows, V, U, lam, true, "bilinear", 0.0);
+  const auto g = torch::randn(out.sizes(), f64);
+  const auto [gf, gw, gb] = tmo::decode_windows_backward(g, features, weight, windows, V, U, lam, true, "bilinear");
+  ASSERT_EQ(gf.sizes(), features.sizes());
+  ASSERT_EQ(gw.sizes(), weight.sizes());
+  ASSERT_EQ(gb.sizes(), zero_bias.sizes());
+  const auto dw = torch::randn(weight.sizes(), f64);
+  const auto df = torch::randn(features.sizes(), f64);
+  const auto db = torch::randn({V * U}, f64);
+  auto dot = [](const torch::Tensor& a, const torch::Tensor& b) { return (a * b).sum().item<double>(); };
+  const auto dec = [&](const torch::Tensor& f, const torch::Tensor& w, const torch::Tensor& b) {
+    return tmo::decode_windows(f, w, b, windows, V, U, lam, true, "bilinear", 0.0);
+  };
+  EXPECT_NEAR(dot(g, dec(features, dw, zero_bias)), dot(gw, dw), 1e-9);
+  EXPECT_NEAR(dot(g, dec(df, weight, zero_bias)), dot(gf, df), 1e-9);
+  EXPECT_NEAR(dot(g, dec(features, torch::zeros_like(weight), db)), dot(gb, db), 1e-9);
+  // Through autograd from C++ (the op's Autograd kernel calls the backward op).
+  auto w = weight.clone().requires_grad_(true);
+  tmo::decode_windows(features, w, zero_bias, windows, V, U, lam, true, "bilinear", 0.0).mul(g).sum().backward();
+  EXPECT_TRUE(torch::allclose(w.grad(), gw));
+  EXPECT_THROW(tmo::decode_windows_backward(g.narrow(0, 0, 3), features, weight, windows, V, U, lam, true, "bilinear"),
+               c10::ValueError);
+}
