@@ -98,6 +98,32 @@ def test_time_limit_ends_a_slowed_run_at_the_deadline_after_the_first_step(fake_
     assert limit.after_iteration(10, SolverConfig(max_iter=10, steps=(8, 9))) is None  # the run's end anyway
 
 
+@pytest.mark.parametrize("schedule", ["step", "linear"])
+def test_time_limit_refits_a_decaying_schedule_to_the_end(fake_time_limit, schedule):
+    full = SolverConfig(max_iter=20, steps=(16, 18), warmup_iters=0, lr_schedule=schedule)
+    limit = budget.TimeLimit(10.5, full)  # clock 0
+    [limit.after_iteration(d, full) for d in (1, 2)]
+    assert limit.after_iteration(3, full) == {"max_iter": 10, "steps": [8, 9]}  # clock 3: 1 s/iteration
+    current = SolverConfig(max_iter=10, steps=(8, 9), lr_schedule=schedule)
+    assert [limit.after_iteration(d, current) for d in range(4, 9)] == [None] * 5  # clock 8: on time
+    fake_time_limit.t += 1.0  # iteration 9 takes 2 s (clock 10): 1.125 s/iteration on average, 0.5 s left
+    refit = limit.after_iteration(9, current)
+    if schedule == "step":  # past its first LR step (8) the schedule stays: the deadline ends it
+        assert refit is None
+    else:  # still refitted: end after this iteration
+        assert refit == {"max_iter": 9, "steps": []}
+
+
+def test_time_limit_ends_a_linear_run_at_the_deadline_between_refits(fake_time_limit):
+    full = SolverConfig(max_iter=20, steps=(16, 18), warmup_iters=0, lr_schedule="cosine")
+    limit = budget.TimeLimit(10.5, full)
+    [limit.after_iteration(d, full) for d in (1, 2)]
+    assert limit.after_iteration(3, full) == {"max_iter": 10, "steps": [8, 9]}
+    current = SolverConfig(max_iter=10, steps=(8, 9), lr_schedule="cosine")
+    fake_time_limit.t += 8.0
+    assert limit.after_iteration(4, current) == {"max_iter": 4, "steps": []}  # clock 12 > 10.5: end here
+
+
 def test_training_with_a_time_limit_stops_where_it_fits(shapes_dataset, tmp_path, fake_time_limit):
     from tensormask.config import Config, load_config
     from tensormask.engine.trainer import train

@@ -114,6 +114,26 @@ def test_lr_schedule_warmup_and_steps(shapes_dataset, tmp_path):
     assert lr_factor(3, s) == pytest.approx(s.gamma)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedule_decays_to_zero_at_max_iter(schedule):
+    from tensormask.config import SolverConfig
+
+    s = SolverConfig(max_iter=100, warmup_iters=10, warmup_factor=0.1, lr_schedule=schedule, steps=(50,))
+    for it in range(0, 101):  # the formulas written out: warm-up ramp × decay over the whole run
+        warm = 0.1 + 0.9 * it / 10 if it < 10 else 1.0
+        decay = 1 - it / 100 if schedule == "linear" else (1 + math.cos(math.pi * it / 100)) / 2
+        assert lr_factor(it, s) == pytest.approx(warm * decay, abs=1e-12), it
+    assert lr_factor(100, s) == pytest.approx(0.0, abs=1e-12) and lr_factor(150, s) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(49, s) > lr_factor(51, s) > 0.3  # ``steps`` are ignored: no drop by ``gamma`` at 50
+
+
+def test_unknown_lr_schedule_fails_before_training(shapes_dataset, tmp_path):
+    cfg = tiny_config(shapes_dataset, tmp_path / "run", lr_schedule="exponential")
+    with pytest.raises(ValueError, match="solver.lr_schedule must be one of step, linear, cosine; got 'exponential'"):
+        train(cfg, progress=False)
+    assert not os.path.exists(tmp_path / "run")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -74,9 +74,10 @@ class TimeLimit:
     The first ``SKIP_ITERS`` iterations are not timed (caches warm up); after ``TIMED_ITERS`` more the
     run's end is set to the last iteration that fits ``seconds`` (counted from construction) at the
     measured seconds per iteration (data loading included), LR steps scaled from ``solver``. The fit is
-    redone every ``REFIT_EVERY`` iterations with the average so far until the first LR step, so a run
-    whose iterations get slower (or faster) still ends in time with a well-formed schedule; after it,
-    a run that slows down (a shared machine) ends at the deadline, in its low-LR phase. Measuring
+    redone every ``REFIT_EVERY`` iterations with the average so far until the first LR step (a
+    ``step`` schedule) or the end (``linear``, ``cosine``: :meth:`refit_until`), so a run whose
+    iterations get slower (or faster) still ends in time with a well-formed schedule; a run that slows
+    down after the last fit (a shared machine) ends at the deadline. Measuring
     inside the run costs nothing and sees the run's own speed, unlike a separate timing run.
     """
 
@@ -96,16 +97,24 @@ class TimeLimit:
         self._t_from: float | None = None
         self.seconds_per_iter: float | None = None
 
+    @staticmethod
+    def refit_until(current: Any) -> int:
+        """The iteration after which the schedule is no longer refitted: the first LR step of a
+        ``step`` schedule (its low-LR phase stays as scaled), the end of a ``linear`` or ``cosine``
+        one (they decay from the start, so every refit only changes the slope)."""
+        if current.lr_schedule == "step":
+            return min(current.steps, default=current.max_iter)
+        return current.max_iter
+
     def after_iteration(self, done: int, current: Any) -> dict[str, Any] | None:
         """Call after each iteration (``done`` trained so far, ``current`` the schedule in force).
         Returns the ``solver`` overrides of a new schedule when a fit changes it, else ``None``."""
         now = self.clock()
         if done == self.measure_from:
             self._t_from = now
-        first_step = min(current.steps, default=current.max_iter)
-        if done >= first_step:  # the schedule stays; only a run that got slower still ends at the deadline
-            if now >= self.deadline and done < current.max_iter:
-                return {"max_iter": done, "steps": [x for x in current.steps if x < done]}
+        if now >= self.deadline and done < current.max_iter:  # a run that got slower ends at the deadline
+            return {"max_iter": done, "steps": [x for x in current.steps if x < done]}
+        if done >= self.refit_until(current):  # the schedule stays
             return None
         if self._t_from is None or done < self.measure_to or (done - self.measure_to) % self.REFIT_EVERY:
             return None

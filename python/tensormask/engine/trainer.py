@@ -102,13 +102,31 @@ def to_model_inputs(samples: list[Sample]) -> tuple[list[torch.Tensor], list[Ins
     return images, targets
 
 
+LR_SCHEDULES = ("step", "linear", "cosine")
+
+
+def check_lr_schedule(cfg) -> None:
+    """Raise ``ValueError`` for an unknown ``solver.lr_schedule``."""
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"solver.lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {cfg.lr_schedule!r}")
+
+
 def lr_factor(it: int, cfg) -> float:
-    """Linear warm-up from ``warmup_factor`` over ``warmup_iters``, times ``gamma`` per passed step."""
+    """The LR multiplier at iteration ``it`` of ``cfg`` (a :class:`~tensormask.config.SolverConfig`):
+    linear warm-up from ``warmup_factor`` over ``warmup_iters``, times the decay of ``lr_schedule`` —
+    ``gamma`` per passed step (``step``), ``1 − it/max_iter`` (``linear``) or
+    ``(1 + cos(π·it/max_iter)) / 2`` (``cosine``)."""
     warm = 1.0
     if it < cfg.warmup_iters:
         alpha = it / cfg.warmup_iters
         warm = cfg.warmup_factor * (1 - alpha) + alpha
-    return warm * cfg.gamma ** bisect.bisect_right(list(cfg.steps), it)
+    if cfg.lr_schedule == "step":
+        return warm * cfg.gamma ** bisect.bisect_right(list(cfg.steps), it)
+    check_lr_schedule(cfg)
+    progress = min(1.0, it / max(1, cfg.max_iter))
+    if cfg.lr_schedule == "linear":
+        return warm * (1.0 - progress)
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -194,6 +212,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
     limit = TimeLimit(time_limit_s, cfg.solver) if time_limit_s is not None else None
     main = dist_utils.is_main_process()
     s = cfg.solver
+    check_lr_schedule(s)
     out = cfg.output_dir
     os.makedirs(out, exist_ok=True)
     if not cfg.data.train_json:
@@ -324,8 +343,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
             if s.max_iter == done:
                 bar.write(f"      time limit reached: training ends at iteration {done}")
         if limit is not None and done == limit.measure_to:  # single process: this is the main one
-            fits = (f"{s.max_iter} of {limit.full.max_iter} iterations fit the time limit (LR steps scaled to "
-                    f"{list(s.steps)}; refitted until the first)" if refit else
+            how = (f"LR steps scaled to {list(s.steps)}; refitted until the first" if s.lr_schedule == "step"
+                   else f"{s.lr_schedule} LR decay to 0 at the end; refitted as it trains")
+            fits = (f"{s.max_iter} of {limit.full.max_iter} iterations fit the time limit ({how})" if refit else
                     f"all {s.max_iter} iterations fit the time limit")
             bar.write(f"      this machine: {limit.seconds_per_iter:.2f} s/iteration → {fits}")
         if s.checkpoint_period > 0 and done % s.checkpoint_period == 0 and done < s.max_iter:
