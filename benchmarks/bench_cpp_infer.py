@@ -2,7 +2,7 @@
 
 Model: the CPU demo config (``configs/demo-tiny-cpu.yaml``: tiny ResNet GN, FPN P2–P5, tensor
 bipyramid) with seeded random weights biased to give a few dozen detections (the weights of
-``tests/deploy``); one 256×320 synthetic PNG (no resize at the demo's test size 256). Both time the
+``tests/deploy``); one 256×320 synthetic PNG (resized to the demo's test size, 192×240, as evaluation does). Both time the
 same per-image work — test resize + preprocess + network + post-processing (pasting masks at the
 image size) — on the CPU with the same number of threads: Python with ``median_seconds`` in-process,
 C++ with ``tensormask_infer --repeat R`` (median of R runs inside the binary; process start and model
