@@ -138,6 +138,7 @@ class DataConfig:
     flip_prob: float = 0.5
     num_workers: int = 2
     on_error: str = "skip"  # bad images/annotations: "skip" (counted, logged) or "raise"
+    cache_train_images: bool = False  # decode each training image and its masks once, keep them in memory
 
 
 @dataclass

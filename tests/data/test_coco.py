@@ -173,6 +173,26 @@ def test_empty_image_is_kept_with_no_instances(dataset_dir):
     assert len(CocoDataset(dataset_dir / "ann.json", dataset_dir / "images", filter_empty=True)) == 2
 
 
+def test_cache_decodes_each_file_once_and_returns_the_same_samples(dataset_dir, monkeypatch):
+    import tensormask.data.coco as coco
+
+    plain = CocoDataset(dataset_dir / "ann.json", dataset_dir / "images")
+    cached = CocoDataset(dataset_dir / "ann.json", dataset_dir / "images", cache=True)
+    reads = []
+    real_load_image = coco.load_image
+    monkeypatch.setattr(coco, "load_image", lambda path: reads.append(Path(path).name) or real_load_image(path))
+    for _ in range(3):
+        for i in range(len(cached)):
+            a, b = plain[i], cached[i]
+            assert (a is None) == (b is None), i
+            if a is not None:
+                for field in ("image", "masks", "boxes", "labels", "crowd_masks", "ann_ids"):
+                    assert torch.equal(getattr(a, field), getattr(b, field)), (i, field)
+    assert reads.count("good.png") == 4  # 3 plain reads, 1 cached
+    assert reads.count("corrupt.png") == 4  # a skipped item is remembered too (and counted once)
+    assert cached.skipped["corrupt_image"] == 1
+
+
 def test_dataloader_collate_drops_skipped(dataset_dir):
     ds = CocoDataset(dataset_dir / "ann.json", dataset_dir / "images")
     batches = list(torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collate))

@@ -114,6 +114,15 @@ def test_lr_schedule_warmup_and_steps(shapes_dataset, tmp_path):
     assert lr_factor(3, s) == pytest.approx(s.gamma)
 
 
+def test_cached_training_images_give_the_same_weights(shapes_dataset, tmp_path):
+    runs = {}
+    for cache in (False, True):
+        cfg = merge(tiny_config(shapes_dataset, tmp_path / f"cache-{cache}", max_iter=3, checkpoint_period=0),
+                    {"data": {"cache_train_images": cache}})
+        runs[cache] = load_checkpoint(train(cfg, progress=False))["model"]
+    assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[False])
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_lr_schedule_decays_to_zero_at_max_iter(schedule):
     from tensormask.config import SolverConfig

@@ -217,7 +217,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
     os.makedirs(out, exist_ok=True)
     if not cfg.data.train_json:
         raise ValueError("data.train_json is not set: give a COCO-format annotation file")
-    dataset = CocoDataset(cfg.data.train_json, cfg.data.train_images, on_error=cfg.data.on_error)
+    dataset = CocoDataset(cfg.data.train_json, cfg.data.train_images, on_error=cfg.data.on_error,
+                          cache=cfg.data.cache_train_images)
     if dataset.num_classes != cfg.model.head.num_classes:
         raise ValueError(
             f"model.head.num_classes={cfg.model.head.num_classes} but {cfg.data.train_json} has "
