@@ -157,9 +157,9 @@ class SolverConfig:
     gamma: float = 0.1
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
-    # LR decay after warm-up: "step" (paper: × gamma at each of ``steps``), "linear" (to 0 at max_iter;
-    # the best schedule for a fixed iteration budget, Li et al., "Budgeted Training", ICLR 2020) or
-    # "cosine" (to 0 at max_iter); ``steps`` and ``gamma`` are used by "step" only
+    # LR decay after warm-up: "step" (paper: × gamma at each of ``steps``), "linear" (to 0 at max_iter,
+    # recommended for fixed iteration budgets by Li et al., "Budgeted Training", ICLR 2020; not better
+    # for the CPU demo, see its YAML) or "cosine" (to 0 at max_iter); ``steps``/``gamma``: "step" only
     lr_schedule: str = "step"
     clip_grad_norm: float = 0.0  # 0 = off
     # autocast: "bf16" on CUDA and on CPUs whose oneDNN runs bf16 (AVX-512 or AMX; float32 elsewhere),
