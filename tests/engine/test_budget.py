@@ -114,7 +114,7 @@ def test_time_limit_refits_a_decaying_schedule_to_the_end(fake_time_limit, sched
         assert refit == {"max_iter": 9, "steps": []}
 
 
-def test_time_limit_ends_a_linear_run_at_the_deadline_between_refits(fake_time_limit):
+def test_time_limit_ends_a_cosine_run_at_the_deadline_between_refits(fake_time_limit):
     full = SolverConfig(max_iter=20, steps=(16, 18), warmup_iters=0, lr_schedule="cosine")
     limit = budget.TimeLimit(10.5, full)
     [limit.after_iteration(d, full) for d in (1, 2)]

@@ -116,8 +116,8 @@ def test_lr_schedule_warmup_and_steps(shapes_dataset, tmp_path):
 
 def test_cached_training_images_give_the_same_weights(shapes_dataset, tmp_path):
     runs = {}
-    for cache in (False, True):
-        cfg = merge(tiny_config(shapes_dataset, tmp_path / f"cache-{cache}", max_iter=3, checkpoint_period=0),
+    for cache in (False, True):  # 5 iterations of 2 of the 6 images: the second epoch reads from the cache
+        cfg = merge(tiny_config(shapes_dataset, tmp_path / f"cache-{cache}", max_iter=5, checkpoint_period=0),
                     {"data": {"cache_train_images": cache}})
         runs[cache] = load_checkpoint(train(cfg, progress=False))["model"]
     assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[False])
