@@ -192,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decode_windows_backward_cuda(
                                                         std::string_view(mode.data(), mode.size()), s.N, V, U, s.H, s.W)
                             .reshape({s.N, V * U, s.H * s.W});
   const at::Tensor f = features.reshape({s.N, s.C, s.H * s.W});
-  at::Tensor grad_bias = ga.sum({0, 2});
+  at::Tensor grad_bias = ga.sum(at::IntArrayRef{0, 2});  // IntArrayRef spelled out: nvcc finds {0, 2} ambiguous with DimnameList (torch 2.11)
   at::Tensor grad_weight = at::bmm(ga, f.transpose(1, 2)).sum(0);                  // (V·U, C)
   at::Tensor grad_features = at::matmul(weight.t(), ga).reshape({s.N, s.C, s.H, s.W});  // (N, C, H, W)
   return {grad_features, grad_weight, grad_bias};
