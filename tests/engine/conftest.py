@@ -30,4 +30,5 @@ def tiny_config(root, out, **solver) -> Config:
         "solver": {"optimizer": "sgd", "base_lr": 0.01, "ims_per_batch": 2, "max_iter": 4, "steps": [3], "warmup_iters": 2, "log_period": 1,
                    "checkpoint_period": 2, "amp": "none", **solver},
         "output_dir": str(out),
+        "device": "cpu",  # bit-identity holds on the CPU; the CUDA runs say device="cuda" themselves
     })

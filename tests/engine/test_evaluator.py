@@ -58,6 +58,18 @@ def test_eval_cli_writes_results_and_metrics(trained, tmp_path, capsys):
     assert "| mask |" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_eval_on_cuda_gives_the_cpu_results(trained, tmp_path):
+    cfg, weights = trained
+    out = {}
+    for device in ("cpu", "cuda"):
+        assert eval_main(["--weights", weights, "--output-dir", str(tmp_path / device), "--device", device,
+                          "model.inference.score_thresh=0.0"]) == 0
+        out[device] = json.loads((tmp_path / device / "metrics.json").read_text())
+    for task in ("segm", "bbox"):  # float32 on both devices: summation orders differ, AP barely
+        assert out["cuda"][task]["AP"] == pytest.approx(out["cpu"][task]["AP"], abs=0.5), task
+
+
 def test_predict_writes_readable_pictures_and_skips_bad_images(trained, shapes_dataset, tmp_path, capsys):
     _, weights = trained
     images = shapes_dataset / "val" / "images"

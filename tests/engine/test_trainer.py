@@ -82,6 +82,24 @@ def test_bf16_training_on_cpu_keeps_float32_weights_and_resumes(shapes_dataset, 
     assert all(math.isfinite(x) for x in losses)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+@pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
+def test_cuda_training_runs_resumes_and_keeps_float32_weights(shapes_dataset, tmp_path, amp):
+    """On CUDA (atomics in cuDNN's and our backward kernels: no bit-identity promised) training with
+    each AMP mode gives finite losses and float32 weights, and a resumed run continues from its
+    checkpoint to the same iteration count."""
+    cfg = merge(tiny_config(shapes_dataset, tmp_path / "run", max_iter=2, amp=amp), {"device": "cuda"})
+    train(cfg, progress=False)
+    path = train(merge(cfg, {"solver": {"max_iter": 4}}), resume=True, progress=False)
+    state = load_checkpoint(path)
+    assert state["iteration"] == 4
+    weights = [v for v in state["model"].values() if v.is_floating_point()]
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" and torch.isfinite(v).all() for v in weights)
+    metrics = read_metrics(cfg.output_dir)
+    assert [m["iteration"] for m in metrics] == [1, 2, 3, 4]
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+
+
 def test_resume_with_another_model_config_fails(shapes_dataset, tmp_path):
     cfg = tiny_config(shapes_dataset, tmp_path / "run", max_iter=2)
     train(cfg, progress=False)
