@@ -108,7 +108,7 @@ def run_worker(args: argparse.Namespace) -> None:
             targets.append(InstanceTargets(masks, boxes, labels))
         step = training_step(model, images, targets)
 
-    serve(step, device, extra)
+    serve(step, device, extra, amp=args.amp)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def worker_argv(args: argparse.Namespace, mode: str, name: str) -> list[str]:
     size = args.size if mode == "infer" else args.train_size
     batch = 1 if mode == "infer" else args.train_batch
     common = ["--mode", mode, "--size", str(size[0]), str(size[1]), "--batch", str(batch),
-              "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed)]
+              "--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed), "--amp", args.amp]
     if name == "peer":
         return [args.peer_python, str(HERE / "peer_maskrcnn.py"), *common]
     extra = ["--config", str(args.config)] + (["--channels-last"] if name == "ours_cl" else [])
@@ -190,7 +190,7 @@ def measure(args: argparse.Namespace, mode: str) -> dict:
                     res[n]["seconds"].append(r["seconds"])
                     res[n]["detections"].append(r["detections"])
             print(f"  {mode} step {i + 1}/{args.warmup + iters}"
-                  + (" (warm-up)" if i < args.warmup else ": " + ", ".join(f"{n} {res[n]['seconds'][-1]:.2f} s" for n in names)),
+                  + (" (warm-up)" if i < args.warmup else ": " + ", ".join(f"{n} {res[n]['seconds'][-1]:.3f} s" for n in names)),
                   file=sys.stderr, flush=True)
         for n in names:
             res[n]["mem"] = workers[n].ask("mem")
@@ -224,7 +224,8 @@ def report(args: argparse.Namespace, infer: dict, train: dict | None) -> str:
     peer = "peer" in infer
     info = infer["ours"]["info"]
     head = (f"Device: {info['device']}; ours torch {info['torch']}"
-            + (f", peer torch {infer['peer']['info']['torch']} + torchvision 0.29.1" if peer else "")
+            + (f", peer torch {infer['peer']['info']['torch']} + torchvision {infer['peer']['info'].get('torchvision', '?')}" if peer else "")
+            + (f"; autocast {args.amp}" if args.amp != "none" else "; float32")
             + f"; inference {args.size[0]}×{args.size[1]}, median of {args.iters} (after {args.warmup} warm-up)"
             + (f"; training batch {args.train_batch} at {args.train_size[0]}×{args.train_size[1]}, median of "
                f"{args.train_iters}" if train else "") + "; steps of the models alternated.")
@@ -241,12 +242,12 @@ def report(args: argparse.Namespace, infer: dict, train: dict | None) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     mem = ("peak GPU memory allocated" if args.device.startswith("cuda") else "peak RSS") + " above the built model's"
-    row("inference, s / image", infer, lambda r: r["median_s"], "{:.2f} s")
+    row("inference, s / image", infer, lambda r: r["median_s"], "{:.3f} s")
     row("detections per image (min over runs)", infer, lambda r: min(min(d) for d in r["detections"]), "{}", ratio=False)
     row(f"inference, {mem}", infer, lambda r: memory_mib(r["mem"], args.device), "{:.0f} MiB")
     short = [n for n in ours + (["peer"] if peer else []) if any(d != DETECTIONS for r in infer[n]["detections"] for d in r)]
     if train:
-        row(f"training, s / iteration (batch {args.train_batch})", train, lambda r: r["median_s"], "{:.2f} s")
+        row(f"training, s / iteration (batch {args.train_batch})", train, lambda r: r["median_s"], "{:.3f} s")
         row(f"training, {mem}", train, lambda r: memory_mib(r["mem"], args.device), "{:.0f} MiB")
 
     if short:
@@ -273,6 +274,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                        help="every step of both models under torch.autocast with this dtype")
     parser.add_argument("--train-size", type=int, nargs=2, default=(512, 768), metavar=("H", "W"))
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--train-iters", type=int, default=3)

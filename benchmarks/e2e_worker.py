@@ -13,6 +13,7 @@ for ``mem`` (base = after building the model, before the first step; device: CUD
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,13 @@ from collections.abc import Callable
 import torch
 
 INSTANCES_PER_IMAGE = 8  # random training instances per image, for both models
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` with the ``--amp`` dtype on ``device``, or nothing for ``none``."""
+    dtype = AMP_DTYPES[amp]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def add_worker_args(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +43,8 @@ def add_worker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES), default="none",
+                        help="run every step under torch.autocast with this dtype (none: float32)")
 
 
 def setup(args: argparse.Namespace) -> torch.device:
@@ -114,11 +124,12 @@ def peak_rss_mib() -> float:
 
 
 def serve(step: Callable[[], list[int]], device: torch.device,
-          extra: dict[str, Callable[[], dict]] | None = None) -> None:
+          extra: dict[str, Callable[[], dict]] | None = None, amp: str = "none") -> None:
     """Answer the driver's commands on stdin/stdout until ``quit`` (see the module docstring).
 
     ``step`` runs one inference or training step and returns the number of detections per image
-    (training: an empty list). Device work is synchronised before and after each timed step."""
+    (training: an empty list). Device work is synchronised before and after each timed step; steps
+    and ``extra`` commands run under ``autocast(amp, device)``."""
     cuda = device.type == "cuda"
     base_rss = rss_mib()
     base_dev = 0.0
@@ -133,19 +144,23 @@ def serve(step: Callable[[], list[int]], device: torch.device,
             if cuda:
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            dets = step()
+            with autocast(amp, device):
+                dets = step()
             if cuda:
                 torch.cuda.synchronize(device)
             reply: dict = {"seconds": time.perf_counter() - t0, "detections": dets}
         elif cmd == "info":
             name = torch.cuda.get_device_name(device) if cuda else f"cpu, {torch.get_num_threads()} threads"
             reply = {"torch": torch.__version__, "device": name}
+            if "torchvision" in sys.modules:  # the peer's
+                reply["torchvision"] = sys.modules["torchvision"].__version__
         elif cmd == "mem":
             dev_peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else math.nan
             reply = {"base_rss_mib": base_rss, "peak_rss_mib": peak_rss_mib(), "base_device_mib": base_dev,
                      "device_peak_mib": dev_peak}
         elif extra and cmd in extra:
-            reply = extra[cmd]()
+            with autocast(amp, device):
+                reply = extra[cmd]()
         elif cmd == "quit":
             break
         else:

@@ -68,7 +68,7 @@ def main() -> None:
             targets.append({"boxes": boxes, "labels": labels + 1, "masks": masks.to(torch.uint8)})
         step = training_step(model, images, targets)
 
-    serve(step, device)
+    serve(step, device, amp=args.amp)
 
 
 if __name__ == "__main__":
