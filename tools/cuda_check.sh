@@ -8,7 +8,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${CUDA_VENV:-$here/.venv-cuda}
-torch_spec=${CUDA_TORCH:-torch==2.14.1}
+torch_spec=${CUDA_TORCH:-torch==2.11.0}  # what the GPU machines run (2.11.0+cu130); older headers than ours catch more
 build=${CUDA_BUILD_DIR:-$here/build-cuda}
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
 export CUDACXX=${CUDACXX:-$cuda_home/bin/nvcc}
@@ -53,4 +53,20 @@ n_obj=$(find "$build/tree" -name '*.cu.o' | wc -l)
 if [ "$n_obj" -lt "$n_cu" ]; then
   echo "cuda-check: FAILED: only $n_obj of $n_cu CUDA sources were compiled"; exit 1
 fi
+# Load the CUDA build (torch's CUDA wheel imports without a GPU) and run a CPU op through an error path:
+# its message must keep its numbers (a private, static C++ runtime writes none, or crashes).
+site="$build/site"
+rm -rf "$site"
+"$py" -m pip install -q --no-deps --no-index --target "$site" "$build"/dist/tensormask-*.whl
+PYTHONPATH="$site" "$py" - <<'PY'
+import torch, tensormask
+assert tensormask._C.compiled_with_cuda(), "the CUDA build has no CUDA kernels"
+try:
+    torch.ops.tensormask.align2nat(torch.zeros(3), 1, -1.0)
+except ValueError as e:
+    assert "got 1D with shape [3]" in str(e), f"error message lost its numbers: {e}"
+else:
+    raise AssertionError("align2nat accepted a 1D tensor")
+print("cuda-check: the CUDA build loads, and its CPU error messages are whole")
+PY
 echo "cuda-check: OK ($n_obj CUDA sources compiled for sm_${TORCH_CUDA_ARCH_LIST//./})"

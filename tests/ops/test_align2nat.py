@@ -277,6 +277,16 @@ def test_bad_arguments(op, device, bad):
         call(OPS[op][0], x)
 
 
+def test_error_messages_print_their_numbers():
+    """The native library formats numbers with the C++ runtime torch runs with. A private, statically
+    linked libstdc++ writes no numbers (the messages stop at the first one) or crashes; CMakeLists.txt
+    links torch's shared one. Checked through the raw op, whose message comes from C++."""
+    with pytest.raises(ValueError, match=r"got 1D with shape \[3\]"):
+        torch.ops.tensormask.align2nat(torch.zeros(3), 1, -1.0)
+    with pytest.raises(ValueError, match=r"`alpha` must be a positive integer, got -7"):
+        torch.ops.tensormask.align2nat(torch.zeros(1, 3, 3, 2, 2), -7, 0.0)
+
+
 # ------------------------------------------------------------------------------------------------
 # property test
 # ------------------------------------------------------------------------------------------------
