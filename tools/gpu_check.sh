@@ -6,7 +6,8 @@
 # Nothing is installed into python3's environment: the wheel goes to $GPU_SITE_DIR, which is put on
 # PYTHONPATH (with $PYTHONPATH kept first, e.g. for carried pycocotools wheels). Logs and JSON land in
 # OUTDIR. The benchmarks' peer (torchvision's Mask R-CNN) is run with the same python3 when it has
-# torchvision, otherwise the end-to-end table has our numbers only.
+# torchvision, otherwise the end-to-end table has our numbers only. The tests need pytest, pytest-xdist
+# and the package's dependencies (pycocotools, ...) importable by python3.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:?usage: tools/gpu_check.sh OUTDIR [build|tests|bench|all]}
