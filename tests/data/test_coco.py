@@ -160,8 +160,39 @@ def test_polygon_rle_and_crowd_masks(dataset_dir):
     assert torch.equal(s.masks[1], torch.from_numpy(RLE_C_MASK))
     assert torch.equal(s.masks[2], torch.from_numpy(RLE_U_MASK))
     assert s.boxes.dtype == torch.float32
-    assert s.boxes.tolist() == [[5, 4, 15, 12], [20, 15, 30, 25], [30, 2, 38, 9]]  # tight, x2/y2 exclusive
+    # annotation 10's bbox [5, 4, 10, 8] → XYXY; 11 and 12 have no bbox: tight mask boxes, x2/y2 exclusive
+    assert s.boxes.tolist() == [[5, 4, 15, 12], [20, 15, 30, 25], [30, 2, 38, 9]]
     assert s.crowd_masks.shape == (1, H, W) and torch.equal(s.crowd_masks[0], torch.from_numpy(CROWD_MASK))
+    assert len(s.polygons) == 3 and s.polygons[1] is None and s.polygons[2] is None
+    assert [p.tolist() for p in s.polygons[0]] == [[5, 4, 15, 4, 15, 12, 5, 12]]
+    assert s.polygons[0][0].dtype == np.float64
+
+
+def test_gt_box_is_the_annotation_bbox(tmp_path):
+    """detectron2 takes the annotation's bbox (XYWH → XYXY, clipped to the image), not the box of the
+    rasterised mask; a bbox with no area inside the image drops its instance."""
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    poly = [[5.3, 4.6, 14.2, 4.6, 14.2, 11.5, 5.3, 11.5]]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 0, "bbox": [5.3, 4.6, 8.9, 6.9], "segmentation": poly},
+        {"id": 2, "image_id": 1, "category_id": 3, "iscrowd": 0, "bbox": [30.5, 20.0, 20.0, 3.25],  # past the edge
+         "segmentation": compressed_rle(rect_mask(20, 23, 31, 40))},
+        {"id": 3, "image_id": 1, "category_id": 3, "iscrowd": 0, "bbox": [45.0, 2.0, 3.0, 3.0],  # outside
+         "segmentation": compressed_rle(rect_mask(2, 5, 37, 40))},
+        {"id": 4, "image_id": 1, "category_id": 3, "iscrowd": 0, "segmentation": poly},  # no bbox
+    ]
+    write_json(tmp_path / "ann.json", [img(1, "a.png")], anns)
+    ds = CocoDataset(tmp_path / "ann.json", tmp_path)
+    s = ds[0]
+    assert s.ann_ids.tolist() == [1, 2, 4] and ds.skipped["bbox_outside_image"] == 1
+    mask_box = masks_to_boxes(s.masks[:1])[0].tolist()  # whole pixels of the rasterised polygon
+    assert all(v == int(v) for v in mask_box) and mask_box != s.boxes[0].tolist()
+    assert s.boxes.tolist() == [
+        pytest.approx([5.3, 4.6, 14.2, 11.5]),  # float32 of x, y, x + w, y + h
+        [30.5, 20.0, 40.0, 23.25],  # clipped to the 40-wide image
+        mask_box,  # without bbox: the mask's box
+    ]
+    assert torch.equal(s.boxes[0], torch.tensor([5.3, 4.6, 5.3 + 8.9, 4.6 + 6.9], dtype=torch.float32))
 
 
 def test_empty_image_is_kept_with_no_instances(dataset_dir):

@@ -1,4 +1,5 @@
-"""Transforms: flip/resize consistency of image, masks, crowd masks and tight boxes; determinism."""
+"""Transforms: flip/resize consistency of image, masks, crowd masks, boxes and polygons (boxes and
+polygons mapped as coordinates, as detectron2's transforms do); determinism."""
 
 from __future__ import annotations
 
@@ -66,18 +67,72 @@ def test_upscale_by_two_is_exact_nearest():
     assert r.image.dtype == torch.uint8 and r.orig_size == (30, 40)
 
 
-def test_downscale_drops_vanished_masks_and_keeps_boxes_tight():
+def scaled(boxes, sx, sy, h, w, flip_w=None) -> torch.Tensor:
+    """Plain formula: x·sx, y·sy in float64, clipped to [0, w] × [0, h], then x → W − x if flipped."""
+    b = boxes.double() * torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
+    b = torch.minimum(b.clamp(min=0), torch.tensor([w, h, w, h], dtype=torch.float64)).float()
+    if flip_w is not None:
+        b = torch.stack([flip_w - b[:, 2], b[:, 1], flip_w - b[:, 0], b[:, 3]], dim=1)
+    return b
+
+
+def test_downscale_drops_vanished_masks_and_scales_boxes():
     s = make_sample()
     r = resize_sample(s, 10, 13)
     assert r.image_size == (10, 13)
-    assert r.ann_ids.tolist() == [100, 101]  # the one-pixel-high instance vanished
+    assert r.ann_ids.tolist() == [100, 101]  # the one-pixel-high (bitmask) instance vanished
     assert r.labels.tolist() == [0, 2]
     assert r.masks.flatten(1).any(1).all()
-    assert torch.equal(r.boxes, masks_to_boxes(r.masks))
-    # boxes map back to roughly the original boxes
-    sx, sy = r.scale_xy
-    back = r.boxes / torch.tensor([sx, sy, sx, sy])
-    assert (back - s.boxes[:2]).abs().max() <= 3.5
+    # boxes are the original boxes times 13/40 (x) and 10/30 (y), not the tight boxes of the masks
+    assert torch.equal(r.boxes, scaled(s.boxes[:2], 13 / 40, 10 / 30, 10, 13))
+    assert r.boxes[0].tolist() == pytest.approx([3 * 13 / 40, 2 / 3, 17 * 13 / 40, 3.0])
+
+
+def test_bbox_through_resize_and_flip_hand_computed():
+    """A bbox [x, y, w, h] = [10.5, 4, 15, 10] in a 30×40 image → XYXY [10.5, 4, 25.5, 14]; resized to
+    45×60 (×1.5) → [15.75, 6, 38.25, 21]; flipped in the 60-wide image → [21.75, 6, 44.25, 21]."""
+    from tensormask.data.structures import xywh_to_xyxy
+
+    box = xywh_to_xyxy([10.5, 4, 15, 10], 30, 40)
+    assert box.tolist() == [10.5, 4.0, 25.5, 14.0]
+    assert xywh_to_xyxy([-2, 25, 50, 10], 30, 40).tolist() == [0.0, 25.0, 40.0, 30.0]  # clipped to the image
+    s = make_sample().replace(boxes=torch.tensor([[10.5, 4, 25.5, 14], [0, 0, 40, 30], [35, 20, 41.5, 31]]))
+    r = resize_sample(s, 45, 60)
+    assert r.boxes.tolist() == [[15.75, 6.0, 38.25, 21.0], [0.0, 0.0, 60.0, 45.0], [52.5, 30.0, 60.0, 45.0]]
+    f = hflip_sample(r)
+    assert f.boxes.tolist() == [[21.75, 6.0, 44.25, 21.0], [0.0, 0.0, 60.0, 45.0], [0.0, 30.0, 7.5, 45.0]]
+
+
+def test_polygons_through_resize_and_flip():
+    """Polygons are carried as coordinates: x·sx, y·sy (float64), then x → W − x; an instance whose
+    bitmask vanishes keeps its polygons and stays (detectron2 keeps non-empty polygon instances)."""
+    s = make_sample()
+    tri = np.array([3.0, 2.0, 17.0, 2.0, 10.0, 9.0])
+    sliver = np.array([0.0, 26.0, 2.0, 26.0, 2.0, 27.0, 0.0, 27.0])
+    s = s.replace(polygons=[[tri], None, [sliver]])
+    r = resize_sample(s, 10, 13)
+    assert r.ann_ids.tolist() == [100, 101, 102]  # the polygon sliver survives, its bitmask is empty
+    assert not r.masks[2].any()
+    sx, sy = 13 / 40, 10 / 30
+    np.testing.assert_array_equal(r.polygons[0][0], [3 * sx, 2 * sy, 17 * sx, 2 * sy, 10 * sx, 9 * sy])
+    assert r.polygons[1] is None
+    np.testing.assert_array_equal(r.polygons[2][0], [0, 26 * sy, 2 * sx, 26 * sy, 2 * sx, 27 * sy, 0, 27 * sy])
+    f = hflip_sample(r)
+    np.testing.assert_array_equal(f.polygons[0][0], [13 - 3 * sx, 2 * sy, 13 - 17 * sx, 2 * sy, 13 - 10 * sx, 9 * sy])
+    assert s.polygons[0][0].tolist() == tri.tolist()  # inputs untouched
+    # an empty box drops the instance whatever its mask
+    e = s.replace(boxes=torch.tensor([[3.0, 2, 3, 9], [20, 10, 39, 25], [0, 26, 2, 27]]))
+    assert resize_sample(e, 60, 80).ann_ids.tolist() == [101, 102]
+
+
+def test_sample_validates_polygons():
+    s = make_sample()
+    with pytest.raises(ValueError, match="polygons"):
+        s.replace(polygons=[None, None])
+    with pytest.raises(ValueError, match=r"polygons\[0\]"):
+        s.replace(polygons=[[np.array([1.0, 2.0, 3.0, 4.0])], None, None])  # two points
+    with pytest.raises(ValueError, match=r"polygons\[1\]"):
+        s.replace(polygons=[None, [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], None])  # not an array
 
 
 def test_resized_shape_rule():
@@ -102,7 +157,9 @@ def test_transforms_are_deterministic_given_a_generator():
     for k in range(10):
         o = run(k)
         assert 20 <= min(o.image_size) <= 60 and max(o.image_size) <= 100
-        assert torch.equal(o.boxes, masks_to_boxes(o.masks))
+        h, w = o.image_size
+        expected = scaled(s.boxes, w / 40, h / 30, h, w, flip_w=w if o.flipped else None)
+        assert torch.equal(o.boxes, expected[torch.isin(s.ann_ids, o.ann_ids)])
 
 
 def test_test_transform_and_validation():
@@ -132,7 +189,10 @@ def test_dataset_seeded_transforms_are_reproducible(tmp_path):
         a, b = ds1[i], ds2[i]
         assert torch.equal(a.image, b.image) and torch.equal(a.masks, b.masks) and a.flipped == b.flipped
         assert 64 <= min(a.image_size) <= 96 and max(a.image_size) <= 128
-        assert torch.equal(a.boxes, masks_to_boxes(a.masks))
+        raw = ds1.load(i)
+        h, w = a.image_size
+        expected = scaled(raw.boxes, w / raw.image_size[1], h / raw.image_size[0], h, w, flip_w=w if a.flipped else None)
+        assert torch.equal(a.boxes, expected[torch.isin(raw.ann_ids, a.ann_ids)])  # the bbox, not the mask box
         assert a.scale == pytest.approx(min(a.image_size) / min(a.orig_size), rel=0.02)
     draws = set()
     for epoch in range(6):

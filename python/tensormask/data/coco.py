@@ -25,7 +25,15 @@ Reasons counted in ``skipped`` (each follows ``on_error``):
 * ``bad_bbox`` (malformed) and ``degenerate_bbox`` (width or height ≤ 0);
 * ``bad_segmentation`` (malformed polygon or RLE), ``empty_polygon`` (no polygon with ≥ 3 points),
   ``mask_outside_image`` (every polygon point outside the image: the mask would be empty);
-* ``empty_mask`` (decoded mask without pixels; dropped in both modes).
+* ``empty_mask`` (decoded mask without pixels; dropped in both modes);
+* ``bbox_outside_image`` (a ``bbox`` with no area left inside the image once clipped to it; dropped
+  in both modes, as detectron2's ``filter_empty_instances`` drops it).
+
+Ground truth follows detectron2's ``DatasetMapper``: the box of an instance is its annotation's
+``bbox`` (XYWH → XYXY, clipped to the image), or the tight box of its mask when the annotation has
+no ``bbox``; polygon annotations also keep their polygons (:attr:`Sample.polygons`) for the mask
+targets. Crowd annotations (``iscrowd=1``) are kept as crowd regions (:attr:`Sample.crowd_masks`),
+whose windows the training ignores — detectron2 drops them (see docs/parity.md).
 
 Reported but kept, counted in ``warned``: ``self_intersecting_polygon`` — pycocotools rasterises such
 polygons (as COCO's own evaluation does), so the ground truth stays the official one; a warning names
@@ -48,7 +56,7 @@ from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from torch.utils.data import Dataset
 
-from .structures import Sample, masks_to_boxes
+from .structures import Sample, masks_to_boxes, xywh_to_xyxy
 
 __all__ = ["CocoDataset", "load_image", "decode_segmentation", "check_segmentation", "rle_counts",
            "polygons_outside", "polygon_self_intersects"]
@@ -449,6 +457,7 @@ class CocoDataset(Dataset):
                     "label": self.category_id_to_contiguous[int(cid)],
                     "iscrowd": bool(crowd),
                     "segmentation": seg,
+                    "bbox": bbox,
                 }
             )
 
@@ -522,7 +531,7 @@ class CocoDataset(Dataset):
             )
             return None
 
-        masks, labels, ann_ids, crowd = [], [], [], []
+        masks, labels, ann_ids, crowd, boxes, polygons = [], [], [], [], [], []
         for a in r["anns"]:
             awhere = f"annotation id {a['id']} of {where}"
             err = check_segmentation(a["segmentation"], h, w) if r["height"] is None else None
@@ -545,17 +554,34 @@ class CocoDataset(Dataset):
                 continue
             if a["iscrowd"]:
                 crowd.append(m)
-            else:
-                masks.append(m)
-                labels.append(a["label"])
-                ann_ids.append(a["id"])
+                continue
+            if a["bbox"] is not None:  # detectron2's gt box: the annotation's bbox, clipped to the image
+                box = xywh_to_xyxy(a["bbox"], h, w)
+                if not (box[2] - box[0] > 1e-5 and box[3] - box[1] > 1e-5):
+                    if ("bbox_outside_image", a["id"]) not in self._reported:
+                        self._reported.add(("bbox_outside_image", a["id"]))
+                        self.skipped["bbox_outside_image"] += 1
+                        logger.warning("dropping %s: its bbox %s is empty inside the %dx%d (HxW) image",
+                                       awhere, a["bbox"], h, w)
+                    continue
+            else:  # no bbox: the tight box of the mask
+                box = masks_to_boxes(torch.from_numpy(m)[None])[0].numpy().astype(np.float64)
+            seg = a["segmentation"]
+            masks.append(m)
+            boxes.append(box)
+            labels.append(a["label"])
+            ann_ids.append(a["id"])
+            polygons.append(
+                [np.asarray(p, dtype=np.float64) for p in seg if len(p) >= 6] if isinstance(seg, list) else None
+            )
 
         masks_t = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.bool)
         crowd_t = torch.from_numpy(np.stack(crowd)) if crowd else torch.zeros((0, h, w), dtype=torch.bool)
         return Sample(
             image=torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
             masks=masks_t,
-            boxes=masks_to_boxes(masks_t),
+            boxes=torch.from_numpy(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
+            polygons=polygons,
             labels=torch.tensor(labels, dtype=torch.int64),
             crowd_masks=crowd_t,
             image_id=r["id"],

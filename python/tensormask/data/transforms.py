@@ -16,7 +16,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .structures import Sample, masks_to_boxes, nonempty
+import numpy as np
+
+from .structures import Sample, nonempty, nonempty_boxes
 
 __all__ = [
     "Compose",
@@ -41,17 +43,54 @@ def resized_shape(h: int, w: int, short_edge: int, max_size: int) -> tuple[int, 
 
 
 def _drop_empty(sample: Sample) -> Sample:
-    """Remove instances and crowd regions whose mask has no pixel left; recompute tight boxes."""
-    keep = nonempty(sample.masks)
+    """detectron2's ``filter_empty_instances`` after a transform: drop instances whose box is empty
+    (width or height ≤ 1e-5 px) or, for RLE/bitmask instances, whose mask has no pixel left (a polygon
+    instance keeps its polygons, so it stays); drop crowd regions without a pixel."""
+    has_poly = torch.tensor([p is not None for p in sample.polygons], dtype=torch.bool)
+    keep = nonempty_boxes(sample.boxes) & (has_poly | nonempty(sample.masks))
+    out = sample.select(keep) if not bool(keep.all()) else sample
     ckeep = nonempty(sample.crowd_masks)
-    masks = sample.masks[keep]
-    return sample.replace(
-        masks=masks,
-        boxes=masks_to_boxes(masks),
-        labels=sample.labels[keep],
-        ann_ids=sample.ann_ids[keep],
-        crowd_masks=sample.crowd_masks[ckeep],
-    )
+    return out if bool(ckeep.all()) else out.replace(crowd_masks=sample.crowd_masks[ckeep])
+
+
+def _scale_boxes(boxes: torch.Tensor, sx: float, sy: float, new_h: int, new_w: int) -> torch.Tensor:
+    """detectron2's ``ResizeTransform.apply_box`` (x·sx, y·sy in float64) then its clip to the image."""
+    b = boxes.numpy().astype(np.float64) * np.array([sx, sy, sx, sy])
+    b = np.minimum(b.clip(min=0.0), [new_w, new_h, new_w, new_h])
+    return torch.from_numpy(b.astype(np.float32)).reshape(-1, 4)
+
+
+def _scale_polygons(polygons: list, sx: float, sy: float) -> list:
+    """Polygons resized as coordinates (detectron2's ``apply_polygons``: x·sx, y·sy, float64, unclipped)."""
+    out = []
+    for inst in polygons:
+        if inst is None:
+            out.append(None)
+            continue
+        scaled = []
+        for p in inst:
+            q = p.copy()
+            q[0::2] *= sx
+            q[1::2] *= sy
+            scaled.append(q)
+        out.append(scaled)
+    return out
+
+
+def _flip_polygons(polygons: list, w: int) -> list:
+    """Polygons mirrored left-right: x → W − x (detectron2's ``HFlipTransform.apply_coords``)."""
+    out = []
+    for inst in polygons:
+        if inst is None:
+            out.append(None)
+            continue
+        flipped = []
+        for p in inst:
+            q = p.copy()
+            q[0::2] = w - q[0::2]
+            flipped.append(q)
+        out.append(flipped)
+    return out
 
 
 def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -63,10 +102,13 @@ def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_sample(sample: Sample, new_h: int, new_w: int, scale: float | None = None) -> Sample:
-    """Resize image (bilinear, antialiased), masks (nearest at pixel centres) and recompute boxes.
+    """Resize image (bilinear, antialiased), masks (nearest at pixel centres), boxes and polygons.
 
-    Instances whose mask vanishes (thinner than a pixel after shrinking) are dropped. ``scale``
-    (default: ``new_h / H``) multiplies the sample's recorded :attr:`Sample.scale`.
+    Boxes and polygons are scaled per axis by ``new_w / W`` and ``new_h / H`` as coordinates
+    (detectron2's ``ResizeTransform``), boxes then clipped to the image. RLE/bitmask instances whose
+    mask vanishes (thinner than a pixel after shrinking) and instances with an empty box are dropped
+    (see :func:`_drop_empty`). ``scale`` (default: ``new_h / H``) multiplies the sample's recorded
+    :attr:`Sample.scale`.
     """
     h, w = sample.image_size
     if scale is None:
@@ -79,7 +121,8 @@ def resize_sample(sample: Sample, new_h: int, new_w: int, scale: float | None = 
     out = sample.replace(
         image=img,
         masks=_resize_masks(sample.masks, (new_h, new_w)),
-        boxes=torch.zeros((sample.num_instances, 4), dtype=torch.float32),
+        boxes=_scale_boxes(sample.boxes, new_w * 1.0 / w, new_h * 1.0 / h, new_h, new_w),
+        polygons=_scale_polygons(sample.polygons, new_w * 1.0 / w, new_h * 1.0 / h),
         crowd_masks=_resize_masks(sample.crowd_masks, (new_h, new_w)),
         scale=sample.scale * scale,
     )
@@ -87,7 +130,8 @@ def resize_sample(sample: Sample, new_h: int, new_w: int, scale: float | None = 
 
 
 def hflip_sample(sample: Sample) -> Sample:
-    """Mirror image, masks and crowd masks left-right; boxes flipped exactly (x1' = W - x2)."""
+    """Mirror image, masks and crowd masks left-right; boxes flipped exactly (x1' = W − x2) and
+    polygons as coordinates (x' = W − x)."""
     w = sample.image_size[1]
     boxes = sample.boxes.clone()
     boxes[:, 0] = w - sample.boxes[:, 2]
@@ -96,6 +140,7 @@ def hflip_sample(sample: Sample) -> Sample:
         image=sample.image.flip(-1),
         masks=sample.masks.flip(-1),
         boxes=boxes,
+        polygons=_flip_polygons(sample.polygons, w),
         crowd_masks=sample.crowd_masks.flip(-1),
         flipped=not sample.flipped,
     )
