@@ -1,6 +1,6 @@
 """``tensormask predict --weights W IMAGE_OR_FOLDER... --out DIR``: overlays (colour masks, boxes,
 class names, scores) as PNG plus a COCO-style ``predictions.json``. Unreadable images are reported and
-skipped. With ``--calibrated-threshold P`` (after ``tensormask calibrate --weights W``) the detections
+skipped. Runs :func:`tensormask.load`'s predictor (the Python API). With ``--calibrated-threshold P`` (after ``tensormask calibrate --weights W``) the detections
 kept are those whose calibrated precision is ≥ P; ``predictions.json`` then also has ``calibrated_score``."""
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import argparse
 import json
 import os
 import sys
-
-import numpy as np
 
 from .cli_utils import run_command
 
@@ -41,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="calibration file (default: <weights>.calibration.json)")
     p.add_argument("--device", default="auto")
     p.add_argument("--min-size", type=int, help="test shorter side (default: the config's)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="network precision: bfloat16 on CUDA and on CPUs with AVX-512 BF16/AMX (else float32, with a "
+                        "warning), float16 on CUDA; post-processing is float32")
     p.add_argument("--debug", action="store_true")
     return p
 
@@ -48,11 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from . import api
     from .data import load_image
-    from .data.transforms import resized_shape
     from .engine import distributed as dist_utils
-    from .engine.evaluator import detections_to_coco
-    from .viz import draw_detections
 
     files = list_images(args.inputs)
     if not files:
@@ -71,15 +70,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.calibration:
         raise ValueError("--calibration is used with --calibrated-threshold P")
     device = dist_utils.init_from_env(args.device)
-    from .engine.checkpoint import load_inference_model
-
-    model, meta, cfg = load_inference_model(args.weights, device)
-    names = meta["category_names"]
+    overrides = [f"data.test_min_size={args.min_size}"] if args.min_size else None
+    model = api.load(args.weights, device, dtype=args.dtype, overrides=overrides)
+    names = model.category_names
     if calibration is not None and len(calibration["categories"]) != len(names):
         raise ValueError(f"the calibration has {len(calibration['categories'])} categories but the model "
                          f"predicts {len(names)}")
     os.makedirs(args.out, exist_ok=True)
-    min_size, max_size = args.min_size or cfg.data.test_min_size, cfg.data.test_max_size
     predictions, skipped = [], 0
     for i, path in enumerate(files):
         try:
@@ -88,30 +85,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"skipping {path}: {e}", file=sys.stderr)
             skipped += 1
             continue
-        h, w = rgb.shape[:2]
-        nh, nw, _ = resized_shape(h, w, min_size, max_size)
-        image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
-        resized = torch.nn.functional.interpolate(image[None].float(), size=(nh, nw), mode="bilinear",
-                                                  align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
-        with torch.no_grad():
-            det = model([resized.to(device)], output_sizes=[(h, w)])[0]
+        det = model.predict(rgb)
+        calibrated = None
         if calibration is None:
-            keep = det["scores"] >= args.threshold
+            det = det[det.scores >= args.threshold]
         else:
-            det["calibrated"] = torch.from_numpy(calibrate_scores(det["scores"], det["labels"], calibration))
-            keep = det["calibrated"] >= args.calibrated_threshold
-        det = {k: v[keep.to(v.device)] for k, v in det.items()}
-        shown = det["scores"] if calibration is None else det["calibrated"]
-        overlay = draw_detections(rgb, det["boxes"].cpu().numpy(), shown.cpu().numpy(),
-                                  det["labels"].cpu().numpy(), det["masks"].cpu().numpy(), names)
+            calibrated = torch.from_numpy(calibrate_scores(det.scores, det.labels, calibration)).float()
+            keep = calibrated >= args.calibrated_threshold
+            det, calibrated = det[keep], calibrated[keep]
+        shown = det if calibrated is None else det.replace(scores=calibrated)
         stem = os.path.splitext(os.path.basename(path))[0]
-        overlay.save(os.path.join(args.out, f"{stem}.png"))
-        calibrated = det["calibrated"].tolist() if calibration is not None else None
-        for j, r in enumerate(detections_to_coco(det, i, list(range(len(names))))):
+        api.draw(rgb, shown).save(os.path.join(args.out, f"{stem}.png"))
+        for j, r in enumerate(api.to_coco(det, i)):
             r["file_name"] = os.path.basename(path)
+            r["category_name"] = det.category_names[j]
             if calibrated is not None:
-                r["calibrated_score"] = calibrated[j]
-            r["category_name"] = names[r.pop("category_id")]
+                r["calibrated_score"] = float(calibrated[j])
             predictions.append(r)
     with open(os.path.join(args.out, "predictions.json"), "w") as f:
         json.dump(predictions, f)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from ..data import CocoDataset, Sample
-from ..data.transforms import build_transforms
 from ..ops import masks_to_rle
 from . import distributed as dist_utils
+from .inference import detect, test_transform
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
@@ -40,14 +40,17 @@ def detections_to_coco(det: dict[str, torch.Tensor], image_id: int, contiguous_t
     return out
 
 
-def infer_sample(model, sample: Sample, device: torch.device) -> dict[str, torch.Tensor]:
-    """Detections of one (resized) sample at its ORIGINAL image size."""
-    with torch.no_grad():
-        return model([sample.image.to(device)], output_sizes=[tuple(sample.orig_size)])[0]
+def infer_sample(model, sample: Sample, device: torch.device,
+                 amp_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Detections of one (resized) sample at its ORIGINAL image size (:func:`.inference.detect`, the
+    call :func:`tensormask.load`'s predictor makes)."""
+    return detect(model, [sample.image.to(device)], [tuple(sample.orig_size)], amp_dtype)[0]
 
 
-def run_inference(model, dataset: CocoDataset, device: torch.device, progress: bool = True) -> list[dict[str, Any]]:
-    """COCO results of this process's shard of ``dataset`` (all images when not distributed)."""
+def run_inference(model, dataset: CocoDataset, device: torch.device, progress: bool = True,
+                  amp_dtype: torch.dtype | None = None) -> list[dict[str, Any]]:
+    """COCO results of this process's shard of ``dataset`` (all images when not distributed);
+    ``amp_dtype`` runs the network under autocast (:func:`.inference.autocast_dtype`)."""
     from tqdm import tqdm
 
     model.eval()
@@ -58,7 +61,7 @@ def run_inference(model, dataset: CocoDataset, device: torch.device, progress: b
         sample = dataset[i]
         if sample is None:  # unreadable image: counted in dataset.skipped
             continue
-        det = infer_sample(model, sample, device)
+        det = infer_sample(model, sample, device, amp_dtype)
         results.extend(detections_to_coco(det, sample.image_id, dataset.contiguous_to_category_id))
     return results
 
@@ -103,8 +106,7 @@ def write_json(obj: Any, path: str) -> None:
 
 def eval_dataset(json_path: str, image_root: str, min_size: int, max_size: int, on_error: str = "skip") -> CocoDataset:
     """A COCO-format dataset with the single-scale test transform (§4.3: shorter side ``min_size``)."""
-    return CocoDataset(json_path, image_root, transform=build_transforms(False, min_size_test=min_size, max_size=max_size),
-                       on_error=on_error)
+    return CocoDataset(json_path, image_root, transform=test_transform(min_size, max_size), on_error=on_error)
 
 
 def dataset_paths(dataset_arg, cfg) -> tuple[str, str]:
@@ -116,15 +118,17 @@ def dataset_paths(dataset_arg, cfg) -> tuple[str, str]:
 
 
 def evaluate(model, json_path: str, image_root: str, output_dir: str, min_size: int, max_size: int,
-             device: torch.device, progress: bool = True, on_error: str = "skip") -> dict[str, dict[str, float]]:
-    """Run ``model`` on a COCO-format dataset and evaluate mask and box AP.
+             device: torch.device, progress: bool = True, on_error: str = "skip",
+             amp_dtype: torch.dtype | None = None) -> dict[str, dict[str, float]]:
+    """Run ``model`` on a COCO-format dataset and evaluate mask and box AP (``amp_dtype``: the
+    network under autocast, e.g. ``torch.bfloat16``; post-processing stays float32).
 
     Writes ``coco_results.json`` (segm + bbox entries) and ``metrics.json`` to ``output_dir``.
     Returns ``{"segm": {...}, "bbox": {...}}`` with AP values in percent (main process; other
     processes return ``{}``).
     """
     dataset = eval_dataset(json_path, image_root, min_size, max_size, on_error)
-    results = gather_results(run_inference(model, dataset, device, progress))
+    results = gather_results(run_inference(model, dataset, device, progress, amp_dtype))
     if not dist_utils.is_main_process():
         return {}
     os.makedirs(output_dir, exist_ok=True)
