@@ -3,6 +3,13 @@
 A checkpoint is a ``torch.save`` dict with the model, optimizer, LR scheduler and AMP scaler states,
 the RNG states (Python, NumPy, torch CPU and CUDA), the iteration, the full config and the dataset's
 category names and id map, so ``predict --weights W`` needs nothing else.
+
+Safe by default: everything in a checkpoint is tensors, numbers, strings and plain containers (the
+NumPy RNG state is stored as a dict with an int64 tensor, not as NumPy's tuple with an array), so it
+is read with ``torch.load(weights_only=True)``, which refuses a pickle that references any function
+or class (:class:`~tensormask.safeio.ForbiddenGlobalError`, nothing of it run). Checkpoints of earlier
+versions hold the NumPy state as an array; they load with exactly the NumPy globals that rebuild a
+uint32 array (:data:`LEGACY_GLOBALS`) allowed, and are written in the new form on the next save.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..safeio import ForbiddenGlobalError, load_torch_file
 
 CHECKPOINT_PATTERN = "model_{:07d}.pth"
 _ITER_RE = re.compile(r"model_(\d{7})\.pth$")
@@ -41,19 +50,40 @@ def atomic_save(obj: Any, path: str) -> None:
         raise
 
 
+def _numpy_legacy_globals() -> list[Any]:
+    """What ``np.random.get_state()`` (a uint32 array) pickled as: array reconstruction (under NumPy 2
+    and NumPy 1 names), ndarray, dtype and the uint32 dtype's class — nothing else."""
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    return [(reconstruct, "numpy._core.multiarray._reconstruct"), (reconstruct, "numpy.core.multiarray._reconstruct"),
+            np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+LEGACY_GLOBALS = _numpy_legacy_globals()  # the exact allow-list of checkpoints written by earlier versions
+
+
 def rng_state() -> dict[str, Any]:
-    """The states of every random generator training uses."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The states of every random generator training uses, as tensors and plain data (loadable with
+    ``weights_only=True``): NumPy's ``("MT19937", uint32[624], pos, has_gauss, cached_gaussian)``
+    becomes ``{"bit_generator", "key" (int64 tensor (624,)), "pos", "has_gauss", "cached_gaussian"}``."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"bit_generator": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+                   "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state`` saved; the torch states are CPU byte tensors again even when the
-    checkpoint was loaded with ``map_location`` a GPU."""
+    """Restore what ``rng_state`` saved (or the NumPy tuple of older checkpoints); the torch states
+    are CPU byte tensors again even when the checkpoint was loaded with ``map_location`` a GPU."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np_state = state["numpy"]
+    if isinstance(np_state, dict):
+        key = np_state["key"].cpu().numpy().astype(np.uint32)
+        np_state = (np_state["bit_generator"], key, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"])
+    np.random.set_state(np_state)
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -98,12 +128,21 @@ def latest_checkpoint(folder: str) -> str | None:
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a training checkpoint written by :func:`save_checkpoint`, with a clear error otherwise."""
+    """Load a training checkpoint written by :func:`save_checkpoint` (``weights_only=True``), with a
+    clear error otherwise.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ForbiddenGlobalError (a ValueError): the pickle references code or a class (refused, not run).
+        ValueError: not a torch file, or not a TensorMask checkpoint.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated or not a torch file
+        state = load_torch_file(path, "a TensorMask checkpoint", map_location, allow=LEGACY_GLOBALS)
+    except ForbiddenGlobalError:  # the message names the file and what was refused
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated or not a torch file
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a TensorMask training checkpoint (no 'model' entry)")

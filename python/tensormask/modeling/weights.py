@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..safeio import ForbiddenGlobalError, load_torch_file, refusal
+
 __all__ = [
     "ForbiddenGlobalError",
     "WeightFileError",
@@ -58,10 +60,6 @@ __all__ = [
 ]
 
 _STATS = ("running_mean", "running_var")
-
-
-class ForbiddenGlobalError(pickle.UnpicklingError):
-    """A pickle referenced a global (class or function) outside the allow-list."""
 
 
 class WeightFileError(ValueError):
@@ -124,10 +122,12 @@ class RestrictedUnpickler(pickle.Unpickler):
             module = IMPORT_MAPPING[module]
         resolver = _ALLOWED_GLOBALS.get((module, name))
         if resolver is None:
-            raise ForbiddenGlobalError(
+            error = ForbiddenGlobalError(
                 f"refusing to unpickle global '{module}.{name}': weight .pkl files may only contain numpy "
                 "arrays in dicts/lists (is this file really a detectron2 checkpoint?)"
             )
+            error.reference = f"{module}.{name}"
+            raise error
         return resolver()
 
 
@@ -166,7 +166,9 @@ def read_weight_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     if suffix in (".pth", ".pt"):
         kind = "pth"
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = load_torch_file(path, "a weight file")
+        except ForbiddenGlobalError:
+            raise
         except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
             raise WeightFileError(f"could not read {path!r} as a torch.save file ({type(e).__name__}: {e})") from e
         if isinstance(data, Mapping):
@@ -179,8 +181,12 @@ def read_weight_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         try:
             with open(path, "rb") as f:
                 data = restricted_pickle_load(f)
-        except ForbiddenGlobalError:
-            raise
+        except ForbiddenGlobalError as e:
+            reference = getattr(e, "reference", None)
+            if reference is None:
+                raise
+            raise ForbiddenGlobalError(refusal(path, "a weight .pkl", f"'{reference}'",
+                                               "restricted unpickler: numpy arrays in dicts/lists only")) from None
         except Exception as e:  # noqa: BLE001 - corrupt pickles raise anything from EOFError to KeyError
             raise WeightFileError(f"could not read {path!r} as a pickle ({type(e).__name__}: {e})") from e
         if isinstance(data, Mapping):
