@@ -44,7 +44,7 @@ class FPNConfig:
     fuse_type: str = "avg"  # "avg" (paper) or "sum" (original FPN)
     min_level: int = 2
     max_level: int = 7  # P6/P7 from res5 by stride-2 convs, as RetinaNet
-    size_divisibility: int = 128  # input padding so every level divides evenly (2^7)
+    size_divisibility: int = 32  # input padding: a multiple of res5's stride 32 (detectron2); P6/P7 round up
 
 
 @dataclass

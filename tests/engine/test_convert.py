@@ -185,7 +185,7 @@ def test_inferred_config(converted):
     assert (b.depth, b.style, b.norm, b.input_format) == (50, "msra", "FrozenBN", "BGR")
     assert b.freeze_at == 2 and b.weights is None
     assert b.pixel_mean == MSRA_PIXEL_MEAN and b.pixel_std == (1.0, 1.0, 1.0)
-    assert (f.min_level, f.max_level, f.out_channels, f.fuse_type, f.size_divisibility) == (2, 7, 256, "avg", 128)
+    assert (f.min_level, f.max_level, f.out_channels, f.fuse_type, f.size_divisibility) == (2, 7, 256, "avg", 32)
     assert h.num_classes == 80 and h.window_sizes == (11, 15) and h.mask_head == "bipyramid"
     assert (h.num_convs, h.cls_channels, h.bbox_channels, h.mask_channels, h.box_head) == (4, 256, 128, 128, True)
     # what the weights cannot tell keeps detectron2's values (our defaults)

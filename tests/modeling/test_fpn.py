@@ -22,18 +22,29 @@ def test_default_levels_shapes_and_strides():
     m = build_backbone_fpn(BackboneConfig(depth=0), FPNConfig(out_channels=32))
     assert m.strides == [4, 8, 16, 32, 64, 128]
     assert m.out_features == ["p2", "p3", "p4", "p5", "p6", "p7"]
-    assert m.out_channels == 32 and m.size_divisibility == 128
+    assert m.out_channels == 32 and m.size_divisibility == 32  # detectron2: the res5 stride
     out = m(torch.randn(2, 3, 128, 256))
     assert list(out) == m.out_features
     for name, stride in zip(m.out_features, m.strides):
         assert out[name].shape == (2, 32, 128 // stride, 256 // stride), name
 
 
+def test_levels_above_p5_round_up_on_32_divisible_inputs():
+    # 96×160 divides by 32 but not by 64/128: res5 is 3×5; the stride-2 3×3 convs (padding 1) give
+    # P6 = ⌊(3 + 2 − 3) / 2⌋ + 1 = 2 by ⌊(5 + 2 − 3) / 2⌋ + 1 = 3, P7 = 1×2 (= ⌈96/64⌉, ⌈160/128⌉ …).
+    m = tiny_fpn()
+    out = m(torch.randn(1, 3, 96, 160))
+    assert [tuple(v.shape[-2:]) for v in out.values()] == [(24, 40), (12, 20), (6, 10), (3, 5), (2, 3), (1, 2)]
+
+
 def test_indivisible_input_raises():
     m = tiny_fpn()
-    with pytest.raises(ValueError, match="size_divisibility=128"):
+    with pytest.raises(ValueError, match="size_divisibility=32"):
         m(torch.randn(1, 3, 128, 200))
     with pytest.raises(ValueError, match="not divisible"):
+        m(torch.randn(1, 3, 80, 128))
+    m = tiny_fpn(size_divisibility=128)  # still allowed (the old padding)
+    with pytest.raises(ValueError, match="size_divisibility=128"):
         m(torch.randn(1, 3, 96, 128))
 
 
@@ -80,7 +91,8 @@ def test_level_range_options():
 
 @pytest.mark.parametrize("kw,match", [
     ({"fuse_type": "max"}, "fuse_type"), ({"min_level": 1}, "min_level"), ({"max_level": 4}, "max_level"),
-    ({"size_divisibility": 64}, "size_divisibility"), ({"size_divisibility": 192}, "size_divisibility"),
+    ({"size_divisibility": 16}, "size_divisibility"), ({"size_divisibility": 48}, "size_divisibility"),
+    ({"size_divisibility": 0}, "size_divisibility"),
 ])
 def test_invalid_options(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -244,10 +244,11 @@ def infer_config(entries: Mapping[str, Any], *, mask_head: str | None = None) ->
         raise ConversionError(f"cannot infer the FPN levels: backbone.top_block.p<k> found for k in {tops}")
     max_level = tops[-1] if tops else 5
     fpn_channels = _require(entries, "backbone.fpn_lateral5.weight", "the FPN channels")[0]
+    # detectron2 pads to the backbone's size_divisibility, the res5 stride 32 (not 2^max_level).
     fpn = FPNConfig(out_channels=fpn_channels, fuse_type="avg", min_level=laterals[0], max_level=max_level,
-                    size_divisibility=2**max_level)
-    notes.append(f"FPN P{laterals[0]}-P{max_level}, {fpn_channels} channels; average fusion assumed "
-                 "(Base-TensorMask.yaml, not visible in the weights)")
+                    size_divisibility=32)
+    notes.append(f"FPN P{laterals[0]}-P{max_level}, {fpn_channels} channels, inputs padded to 32; average fusion "
+                 "assumed (Base-TensorMask.yaml, not visible in the weights)")
 
     # ---- head
     subnet_convs: dict[str, int] = {}

@@ -12,8 +12,11 @@ otherwise (original FPN). Above res5 (RetinaNet)::
     P6 = top_block.p6(res5)         3×3/2 conv on C5 (not P5)
     P7 = top_block.p7(ReLU(P6))     3×3/2 conv
 
-(levels above 7 continue the P7 rule). Every level has ``out_channels`` channels; level k has shape
-``(N, C, H / 2^k, W / 2^k)`` for an input ``(N, 3, H, W)`` with H, W divisible by ``size_divisibility``.
+(levels above 7 continue the P7 rule). Every level has ``out_channels`` channels. The input
+``(N, 3, H, W)`` has H, W divisible by ``size_divisibility``, a multiple of res5's stride 32 (detectron2
+pads to 32: the FPN's ``size_divisibility`` is its coarsest ResNet stride); levels k ≤ 5 then have shape
+``(N, C, H / 2^k, W / 2^k)`` exactly and the stride-2 convs above res5 round up:
+``H_6 = ⌈H_5 / 2⌉``, ``H_7 = ⌈H_6 / 2⌉`` (= ⌈H / 2^k⌉; e.g. 800×1344 → P6 13×21, P7 7×11).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .backbone import build_backbone
 __all__ = ["FUSE_TYPES", "c2_xavier_fill", "LastLevelP6P7", "BackboneWithFPN", "build_backbone_fpn"]
 
 FUSE_TYPES = ("avg", "sum")
+RES5_STRIDE = 32  # the coarsest ResNet stride: inputs must divide by it (the top-down path doubles sizes)
 
 
 def c2_xavier_fill(module: nn.Conv2d) -> None:
@@ -68,14 +72,15 @@ class BackboneWithFPN(nn.Module):
         fuse_type: "avg" (paper §4.1) or "sum".
         min_level: finest level, 2..5 (its lateral reads ``res<min_level>``).
         max_level: coarsest level, ≥ 5 (levels above 5 come from :class:`LastLevelP6P7`).
-        size_divisibility: inputs must have H and W divisible by this; a multiple of 2^max_level.
+        size_divisibility: inputs must have H and W divisible by this; a multiple of 32 (the res5
+            stride; detectron2's value). Levels above 5 then have ⌈H / 2^k⌉ rows.
 
     Attributes:
         out_features: ``["p2", ..., "p7"]``; ``levels``: ``[2, ..., 7]``.
         strides: ``[4, 8, ..., 128]`` image pixels per level; ``out_channels``: C;
         size_divisibility: as given.
 
-    ``forward(x (N, 3, H, W)) -> {"p<k>": (N, C, H / 2^k, W / 2^k)}`` ordered fine to coarse; raises
+    ``forward(x (N, 3, H, W)) -> {"p<k>": (N, C, ⌈H / 2^k⌉, ⌈W / 2^k⌉)}`` ordered fine to coarse; raises
     ValueError when H or W is not divisible by ``size_divisibility`` (pad the batch first).
 
     Parameter names: ``bottom_up.*`` (the ResNet), ``fpn_lateral<k>.*``, ``fpn_output<k>.*``,
@@ -83,7 +88,7 @@ class BackboneWithFPN(nn.Module):
     """
 
     def __init__(self, bottom_up: nn.Module, *, out_channels: int = 256, fuse_type: str = "avg",
-                 min_level: int = 2, max_level: int = 7, size_divisibility: int = 128) -> None:
+                 min_level: int = 2, max_level: int = 7, size_divisibility: int = RES5_STRIDE) -> None:
         super().__init__()
         if fuse_type not in FUSE_TYPES:
             raise ValueError(f"unknown fpn.fuse_type {fuse_type!r}; expected one of {', '.join(FUSE_TYPES)}")
@@ -93,10 +98,10 @@ class BackboneWithFPN(nn.Module):
             raise ValueError(f"fpn.max_level must be >= 5, got {max_level}")
         if out_channels <= 0:
             raise ValueError(f"fpn.out_channels must be positive, got {out_channels}")
-        if size_divisibility <= 0 or size_divisibility % (2 ** max_level) != 0:
+        if size_divisibility <= 0 or size_divisibility % RES5_STRIDE != 0:
             raise ValueError(
-                f"fpn.size_divisibility={size_divisibility} must be a positive multiple of the coarsest "
-                f"stride 2^{max_level}={2 ** max_level}"
+                f"fpn.size_divisibility={size_divisibility} must be a positive multiple of the res5 stride "
+                f"{RES5_STRIDE} (detectron2 pads to 32; levels above P5 round up)"
             )
         self.in_features = [f"res{k}" for k in range(min_level, 6)]
         for k, name in zip(range(min_level, 6), self.in_features):

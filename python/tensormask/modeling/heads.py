@@ -289,7 +289,7 @@ class TensorMaskHead(nn.Module):
 
         Args:
             features: L FPN maps ``(N, C, H_k, W_k)``, finest first, σ_HW = s_k. The tensor bipyramid
-                needs ``H_k = ⌈H_(k−1)/2⌉`` (as FPN with inputs padded to a multiple of 2^(L−1)).
+                needs ``H_k = ⌈H_(k−1)/2⌉`` (as FPN: P6/P7 come from stride-2 convs on inputs padded to 32).
             dense_masks: compute the dense mask logits of every window (training). With False only the
                 mask features are returned and masks are decoded later for the few windows that
                 survive NMS (:func:`tensormask.ops.decode_windows`).

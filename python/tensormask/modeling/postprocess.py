@@ -3,8 +3,11 @@ per image with binary masks at the requested output resolution.
 
 Per image: sigmoid class scores of all windows × classes, score threshold, top-k candidates, box
 decoding (regressed boxes, or the masks' bounding boxes for §A.4's NMS on mask boxes), class-aware
-NMS, then the masks of the kept windows only are decoded sparsely
-(:meth:`TensorMaskHead.window_mask_logits`, native :func:`tensormask.ops.decode_windows`) and pasted into the image (native
+NMS on the **unclipped** boxes, the top ``detections_per_image``, then (detectron2's ``arch.py``
+``_postprocess``) the boxes are scaled to the output size, clipped to it and detections whose box is
+empty after clipping (width or height ≤ 0) are dropped (:func:`clip_and_drop_empty`); then the masks
+of the kept windows only are decoded sparsely (:meth:`TensorMaskHead.window_mask_logits`, native
+:func:`tensormask.ops.decode_windows`) and pasted into the image (native
 :func:`tensormask.ops.paste_masks`). Nothing dense beyond the class scores is built. The stages are
 ``torch.profiler`` ranges ``tensormask.{candidates,nms,decode,paste}`` (``benchmarks/bench_e2e.py``).
 """
@@ -81,6 +84,49 @@ def _mask_boxes(soft: Sequence[torch.Tensor], wboxes: torch.Tensor, threshold: f
     return torch.stack(boxes) if boxes else wboxes.new_zeros((0, 4))
 
 
+def clip_and_drop_empty(boxes: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """detectron2's ``Boxes.clip`` then ``Boxes.nonempty(threshold=0)``.
+
+    Args:
+        boxes: ``(D, 4)`` XYXY boxes at the output resolution (not modified).
+        height, width: the output image size.
+
+    Returns:
+        ``(clipped, keep)``: the boxes with x clamped to ``[0, width]`` and y to ``[0, height]``, and a
+        ``(D,)`` bool mask, true where the clipped box has width > 0 and height > 0 (false for NaN).
+    """
+    clipped = torch.stack((boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                           boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)), dim=1)
+    keep = (clipped[:, 2] - clipped[:, 0] > 0) & (clipped[:, 3] - clipped[:, 1] > 0)
+    return clipped, keep
+
+
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, nms_thresh: float,
+                      max_detections: int, input_size: tuple[int, int],
+                      output_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """detectron2's order of the last steps: class-aware NMS on the unclipped boxes, the first
+    ``max_detections`` survivors, boxes scaled from the input to the output size, clipped to it, and
+    empty boxes dropped.
+
+    Args:
+        boxes: ``(R, 4)`` float XYXY candidate boxes at the input resolution, unclipped.
+        scores: ``(R,)`` candidate scores; labels: ``(R,)`` int64 classes.
+        nms_thresh: IoU threshold of :func:`tensormask.ops.batched_nms`.
+        max_detections: at most this many NMS survivors are kept (before dropping empty boxes).
+        input_size, output_size: (H, W) of the network's input image and of the output.
+
+    Returns:
+        ``(keep, boxes)``: ``(D,)`` int64 indices into the candidates by decreasing score and their
+        ``(D, 4)`` clipped, non-empty boxes at the output size, D ≤ ``max_detections``.
+    """
+    (h_in, w_in), (h_out, w_out) = input_size, output_size
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_detections]
+    sx, sy = w_out / w_in, h_out / h_in
+    scaled = boxes[keep] * boxes.new_tensor([sx, sy, sx, sy])
+    clipped, nonempty = clip_and_drop_empty(scaled, h_out, w_out)
+    return keep[nonempty], clipped[nonempty]
+
+
 @torch.no_grad()
 def postprocess(model, outputs: HeadOutputs, input_sizes: Sequence[tuple[int, int]],
                 output_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, torch.Tensor]]:
@@ -96,7 +142,8 @@ def postprocess(model, outputs: HeadOutputs, input_sizes: Sequence[tuple[int, in
 
     Returns:
         per image ``{"boxes": (D, 4) XYXY px, "scores": (D,), "labels": (D,) int64 contiguous ids,
-        "masks": (D, H_out, W_out) bool}``, D ≤ ``detections_per_image``, by decreasing score.
+        "masks": (D, H_out, W_out) bool}``, D ≤ ``detections_per_image``, by decreasing score; every box
+        lies inside the output image and has positive width and height (:func:`select_detections`).
     """
     cfg = model.cfg.inference
     head: TensorMaskHead = model.head
@@ -129,19 +176,17 @@ def postprocess(model, outputs: HeadOutputs, input_sizes: Sequence[tuple[int, in
         else:
             with record_function("tensormask.candidates"):
                 boxes = model.box_coder.apply_deltas(deltas[n][win].float(), wboxes)
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w_in)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h_in)
         with record_function("tensormask.nms"):
-            keep = batched_nms(boxes, cand_scores, labels, cfg.nms_thresh)[: cfg.detections_per_image]
-        index, wboxes, boxes = index[keep], wboxes[keep], boxes[keep]
+            keep, boxes = select_detections(boxes, cand_scores, labels, cfg.nms_thresh, cfg.detections_per_image,
+                                            (h_in, w_in), (h_out, w_out))
+        index, wboxes = index[keep], wboxes[keep]
         if soft is not None:
             soft = [soft[i] for i in keep.tolist()]
         else:
             with record_function("tensormask.decode"):
                 soft = _decode_soft_masks(head, mask_features, n, index)
         sx, sy = w_out / w_in, h_out / h_in
-        scale = boxes.new_tensor([sx, sy, sx, sy])
-        boxes, wboxes = boxes * scale, wboxes * scale
+        wboxes = wboxes * wboxes.new_tensor([sx, sy, sx, sy])  # masks are pasted in their (unclipped) windows
         with record_function("tensormask.paste"):
             masks = torch.zeros((len(keep), h_out, w_out), dtype=torch.bool, device=device)
             sizes = torch.tensor([m.shape[0] for m in soft], device=device) if soft else torch.zeros(0, device=device)

@@ -49,7 +49,9 @@ def export_network(model: TensorMask, batch: torch.Tensor, dense_masks: bool = F
         batch: example input ``(N, 3, H, W)``, H and W multiples of ``model.backbone.size_divisibility``.
         dense_masks: also output the dense mask logits (see :class:`InferenceNetwork`).
         dynamic: export N, H and W as dynamic dimensions (H, W stay multiples of the divisibility);
-            else the program is specialised to ``batch.shape``.
+            else the program is specialised to ``batch.shape``. torch.export specialises sizes of 1:
+            export at N ≥ 2 and H, W > 2^max_level (every level ≥ 2, P6/P7 are ⌈H / 2^k⌉), and the
+            program then takes such inputs.
 
     Returns:
         the exported program; ``HeadOutputs(*program.module()(batch))`` are the head outputs.
