@@ -17,7 +17,7 @@ PIP := $(PY) -m pip
 # The torch to install when none is present (the CPU wheel pip takes from this machine's disk).
 TORCH_SPEC ?= torch==2.13.0
 BUILD_DEPS := scikit-build-core pybind11 'cmake>=3.28' ninja
-TEST_DEPS := pytest hypothesis expecttest
+TEST_DEPS := pytest hypothesis expecttest tensorboard
 APT_DEPS := libgtest-dev nlohmann-json3-dev libstb-dev
 CTEST_DIR = $(firstword $(wildcard build/cp*/CTestTestfile.cmake))
 export PYTHONUNBUFFERED := 1

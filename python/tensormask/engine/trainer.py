@@ -1,6 +1,6 @@
 """Training loop: SGD with warm-up and step decay, AMP (CUDA, and bf16 on CPUs that run it natively),
-gradient clipping, tqdm progress, ``metrics.jsonl``, atomic checkpoints with bit-identical resume on
-CPU, and DDP under ``torchrun``.
+gradient clipping, tqdm progress, ``metrics.jsonl`` (and TensorBoard event files when installed), atomic
+checkpoints with bit-identical resume on CPU, and DDP under ``torchrun``.
 
 Determinism. The batches are a pure function of (seed, iteration): the image stream is a sequence of
 per-epoch permutations seeded by (seed, epoch), image j of iteration i goes to rank
@@ -31,6 +31,7 @@ from ..modeling.tensormask import TensorMask
 from . import distributed as dist_utils
 from .budget import TimeLimit
 from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .event_log import EventLog
 
 log = logging.getLogger("tensormask.train")
 
@@ -173,15 +174,22 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged iteration to ``metrics.jsonl`` (main process only)."""
+    """Appends one JSON object per logged iteration to ``metrics.jsonl`` (main process only) and the
+    same scalars to TensorBoard event files in that folder when ``tensorboard`` is installed
+    (:class:`~tensormask.engine.event_log.EventLog`; ``purge_step``: the first iteration of a resumed run)."""
 
-    def __init__(self, path: str, enabled: bool):
+    def __init__(self, path: str, enabled: bool, purge_step: int | None = None):
         self.path, self.enabled = path, enabled
+        self.events = EventLog(os.path.dirname(os.path.abspath(path)), enabled, purge_step)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.events.write(record)
+
+    def close(self) -> None:
+        self.events.close()
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: Config, path: str) -> None:
@@ -272,7 +280,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
 
     if main:
         save_config(cfg, os.path.join(out, "config.yaml"))
-    writer = MetricsWriter(os.path.join(out, "metrics.jsonl"), main)
+    writer = MetricsWriter(os.path.join(out, "metrics.jsonl"), main, purge_step=start_iter or None)
     meta = {
         "category_names": list(dataset.category_names),
         "contiguous_to_category_id": [int(c) for c in dataset.contiguous_to_category_id],
@@ -357,6 +365,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
         if done >= s.max_iter:  # a time limit shortened the run
             break
     bar.close()
+    writer.close()
     if start_iter < s.max_iter:
         last_path = checkpoint(s.max_iter)
     elif main:
