@@ -53,11 +53,11 @@ def training_time_limit(minutes: float, elapsed: float) -> float | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from . import api
     from .config import Config, load_config, merge, parse_overrides
     from .data import synthetic
     from .engine.calibration import compute_calibration, default_calibration_path, save_calibration
-    from .engine.checkpoint import load_inference_model
-    from .engine.evaluator import evaluate, format_table
+    from .engine.evaluator import format_table
     from .engine.trainer import train
     from .predict import main as predict_main
 
@@ -99,9 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     print("[3/4] evaluating on the validation images (pycocotools COCOeval)")
     t2 = time.perf_counter()
-    model, _, _ = load_inference_model(weights, "cpu")
-    metrics = evaluate(model, cfg.data.val_json, cfg.data.val_images, os.path.join(out, "eval"),
-                       cfg.data.test_min_size, cfg.data.test_max_size, torch.device("cpu"))
+    model = api.load(weights, "cpu")  # the Python API, as `tensormask eval` and `tensormask predict`
+    metrics = model.evaluate(cfg.data.val_json, cfg.data.val_images, os.path.join(out, "eval"))
     t_eval = time.perf_counter() - t2
 
     print(f"[4/4] drawing predictions of {args.pictures} validation images")
