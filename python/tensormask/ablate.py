@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-config", default="auto",
                    help="overlay applied on top of each variant: a YAML file, 'none' (the paper's config), "
                         "or 'auto' (default: configs/ablations/cpu-tiny.yaml without a GPU, none with one)")
+    p.add_argument("--record", help="folder (kept in git) of the finished runs' records and curves: runs recorded "
+                                    "there are skipped, so the study continues on a fresh clone; several processes "
+                                    "may share one --out and --record (each takes the runs no other is running)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("overrides", nargs="*", help="config overrides applied to every run, e.g. solver.base_lr=0.001")
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     summary = run_study(variants, train_json, val_json, os.path.abspath(args.out), seeds=args.seeds,
                         iters=args.iters, budget_minutes=args.budget_minutes,
                         overlay_path=default_overlay(args.base_config, overrides.get("device", "auto")),
-                        overrides=overrides)
+                        overrides=overrides, record_dir=os.path.abspath(args.record) if args.record else None)
     print(f"{summary['meta']['finished_runs']} runs; results: {os.path.join(args.out, 'results.md')}")
     return 0
 

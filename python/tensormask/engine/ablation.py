@@ -46,6 +46,7 @@ import numpy as np
 
 from ..config import Config, _read_yaml, load_config, merge, to_dict
 from .budget import scale_schedule, time_training
+from .study_store import CLAIM_FILE, claim, read_curve, read_record, record_path, release, write_record
 
 ABLATION_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "ablations")
 CPU_OVERLAY = os.path.join(ABLATION_DIR, "cpu-tiny.yaml")
@@ -196,7 +197,10 @@ def compose(variant: Variant, overlay: dict[str, Any], data: dict[str, Any], ite
     """The run config of ``variant``: variant file → overlay → dataset → budget → ``overrides``."""
     cfg = merge(load_config(variant.path, base=Config()), overlay)
     cfg = merge(cfg, data)
-    cfg = merge(cfg, {"solver": scale_schedule(cfg.solver, iters), "seed": seed, "output_dir": out_dir})
+    solver = scale_schedule(cfg.solver, iters)
+    if cfg.solver.eval_period > 0:  # the AP curve keeps its number of points
+        solver["eval_period"] = max(1, round(cfg.solver.eval_period * iters / cfg.solver.max_iter))
+    cfg = merge(cfg, {"solver": solver, "seed": seed, "output_dir": out_dir})
     return merge(cfg, overrides or {})
 
 
@@ -284,8 +288,11 @@ def run_one(variant: Variant, cfg: Config, study_dir: str, log: Callable[[str], 
                 weights, shared_from, train_s = path, other, rec["train_seconds"]
                 break
     if weights is None:
-        if os.path.isdir(run_dir):  # an interrupted run: start it again from scratch
-            shutil.rmtree(run_dir)
+        if os.path.isdir(run_dir):  # an interrupted run: start it again from scratch (keep the claim)
+            for entry in os.listdir(run_dir):
+                if entry != CLAIM_FILE:
+                    path = os.path.join(run_dir, entry)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
         t0 = time.perf_counter()
         weights = train(cfg, resume=False, progress=False)
         train_s = time.perf_counter() - t0
@@ -298,6 +305,8 @@ def run_one(variant: Variant, cfg: Config, study_dir: str, log: Callable[[str], 
         "train_key": key, "weights": os.path.relpath(weights, study_dir), "weights_shared_from": shared_from,
         "train_seconds": round(train_s, 2), "infer_seconds_per_image": round(per_image, 4),
         "mask": metrics.get("segm", {}), "box": metrics.get("bbox", {}),
+        "curve": read_curve(os.path.join(run_dir, "metrics.jsonl")) or read_curve(
+            os.path.join(os.path.dirname(weights), "metrics.jsonl")),
     }
     write_json(record, os.path.join(run_dir, RUN_FILE))
     return record
@@ -481,9 +490,13 @@ def machine_description() -> str:
 def run_study(variants: list[Variant], train_json: str, val_json: str, out: str,
               seeds: int = 3, iters: int | None = None, budget_minutes: float | None = None,
               overlay_path: str | None = CPU_OVERLAY, overrides: dict[str, Any] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, record_dir: str | None = None) -> dict[str, Any]:
     """Train and evaluate every variant × seed (seed-major order, so an interrupted study has every
-    variant at equal seeds) and write the results; see the module docstring. Returns the summary."""
+    variant at equal seeds) and write the results; see the module docstring. Returns the summary.
+
+    ``record_dir``: a folder (kept in git) of finished runs' records (:mod:`.study_store`): runs recorded
+    there are skipped, each run finished here is recorded there, the results are written there too, and
+    runs claimed by another live process working on the same ``out`` are left to it."""
     if seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1, got {seeds}")
     if (iters is None) == (budget_minutes is None):
@@ -521,33 +534,59 @@ def run_study(variants: list[Variant], train_json: str, val_json: str, out: str,
             "device": compose(variants[0], overlay, data, iters, 0, out, overrides).device,
             "planned_runs": len(variants) * seeds}
 
-    records: list[dict[str, Any]] = []
+    def finished(v: Variant, seed: int) -> dict[str, Any] | None:
+        """The record of a finished run (the record folder first, then the study folder), or None."""
+        for path in ([record_path(record_dir, v.name, seed)] if record_dir else []) + [
+                os.path.join(out, v.name, f"seed{seed}", RUN_FILE)]:
+            rec = read_record(path)
+            if rec is not None:
+                if rec.get("iters") != iters:
+                    raise ValueError(f"{path} was run with {rec.get('iters')} iterations, this study uses "
+                                     f"{iters}: use another --out / --record")
+                return rec
+        return None
+
+    def publish() -> dict[str, Any]:
+        done = [r for s in range(seeds) for v in variants if (r := finished(v, s)) is not None]
+        meta["finished_runs"] = len(done)
+        meta["study_seconds"] = round(time.perf_counter() - t_study, 1)
+        summary = write_results(out, done, variants, meta)
+        if record_dir:
+            write_results(record_dir, done, variants, meta)
+            from .study_store import plot_curves
+
+            plot_curves(done, os.path.join(record_dir, "curves.png"))
+        return summary
+
+    n_done = 0
     t_study = time.perf_counter()
     for seed in range(seeds):
         for v in variants:
             run_dir = os.path.join(out, v.name, f"seed{seed}")
-            rec_path = os.path.join(run_dir, RUN_FILE)
-            if os.path.isfile(rec_path):
-                rec = json.load(open(rec_path))
-                if rec.get("iters") != iters:
-                    raise ValueError(f"{rec_path} was run with {rec.get('iters')} iterations, this study uses "
-                                     f"{iters}: use another --out")
-                records.append(rec)
-                log(f"[{len(records)}/{meta['planned_runs']}] {v.name} seed {seed}: done already, skipped")
+            rec = finished(v, seed)
+            if rec is not None:
+                if record_dir and read_record(record_path(record_dir, v.name, seed)) is None:
+                    write_record(record_dir, rec)
+                n_done += 1
+                log(f"[{n_done}/{meta['planned_runs']}] {v.name} seed {seed}: done already, skipped")
                 continue
-            cfg = make_cfg(v, iters, run_dir, seed)
-            t0 = time.perf_counter()
-            rec = run_one(v, cfg, out, log)
-            records.append(rec)
-            log(f"[{len(records)}/{meta['planned_runs']}] {v.name} seed {seed}: "
+            if not claim(run_dir):
+                log(f"  {v.name} seed {seed}: another process is running it, skipped")
+                continue
+            try:
+                cfg = make_cfg(v, iters, run_dir, seed)
+                t0 = time.perf_counter()
+                rec = run_one(v, cfg, out, log)
+                if record_dir:
+                    write_record(record_dir, rec)
+            finally:
+                release(run_dir)
+            n_done += 1
+            log(f"[{n_done}/{meta['planned_runs']}] {v.name} seed {seed}: "
                 f"mask AP {rec['mask'].get('AP', 0):.2f}, box AP {rec['box'].get('AP', 0):.2f} "
                 f"({time.perf_counter() - t0:.0f} s)")
-            meta["finished_runs"] = len(records)
-            meta["study_seconds"] = round(time.perf_counter() - t_study, 1)
-            write_results(out, records, variants, meta)
-    meta["finished_runs"] = len(records)
-    meta["study_seconds"] = round(time.perf_counter() - t_study, 1)
-    return write_results(out, records, variants, meta)
+            publish()
+    return publish()
 
 
 def default_overlay(base_config: str | None, device_auto: str = "auto") -> str | None:

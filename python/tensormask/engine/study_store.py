@@ -1,0 +1,159 @@
+"""Where an ablation study keeps what survives it: one small JSON record per finished (variant, seed),
+the AP curve of each run, and claims that let several processes share one study.
+
+A study folder (``tensormask ablate --out``) holds checkpoints and is not committed. A *record folder*
+(``--record DIR``, e.g. ``docs/ablations/table2-cpu-demo``) holds, per finished run,
+``DIR/<variant>/seed<k>.json``: the run's ``run.json`` record plus its AP curve (the periodic
+evaluations of ``metrics.jsonl``). Those files are small and go into git as each run finishes, so the
+study continues from them on a fresh clone or another machine: a run whose record exists is skipped.
+
+Claims let ``N`` processes (one thread each) work through one study: a process claims a run by
+creating ``<run dir>/.claim`` exclusively (``O_EXCL``) with its host and pid, and skips runs another
+live process has claimed. A claim whose process is gone (same host, pid not running) is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+CLAIM_FILE = ".claim"
+
+
+def record_path(record_dir: str, variant: str, seed: int) -> str:
+    """``record_dir/<variant>/seed<seed>.json``."""
+    return os.path.join(record_dir, variant, f"seed{seed}.json")
+
+
+def read_record(path: str) -> dict[str, Any] | None:
+    """A run record, or None when ``path`` does not exist. A record that is not a JSON object with
+    ``variant``, ``seed`` and ``iters`` raises ValueError naming the file."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: not a readable run record ({type(e).__name__}: {e})") from None
+    if not isinstance(rec, dict) or not {"variant", "seed", "iters"} <= set(rec):
+        raise ValueError(f"{path}: not a run record (needs 'variant', 'seed', 'iters')")
+    return rec
+
+
+def write_record(record_dir: str, rec: dict[str, Any]) -> str:
+    """Write ``rec`` to its place in ``record_dir`` atomically; returns the path."""
+    from .ablation import write_json
+
+    path = record_path(record_dir, rec["variant"], rec["seed"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_json(rec, path)
+    return path
+
+
+def read_curve(metrics_jsonl: str) -> list[dict[str, float]]:
+    """The periodic evaluations of a training run's ``metrics.jsonl``:
+    ``[{"iteration", "mask_AP", "box_AP"}, ...]`` in iteration order (empty without any)."""
+    curve = {}
+    if not os.path.isfile(metrics_jsonl):
+        return []
+    with open(metrics_jsonl) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if "eval/segm_AP" in r:
+                curve[r["iteration"]] = {"iteration": r["iteration"], "mask_AP": r["eval/segm_AP"],
+                                         "box_AP": r.get("eval/bbox_AP", float("nan"))}
+    return [curve[k] for k in sorted(curve)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(run_dir: str) -> bool:
+    """Claim ``run_dir`` for this process. False when another live process holds it; a claim left by a
+    process that is gone (same host) is taken over."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, CLAIM_FILE)
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    holder = json.load(f)
+            except (OSError, ValueError):
+                holder = {}
+            if holder == me:
+                return True
+            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
+                return False
+            os.unlink(path)  # a stale claim (or unreadable): take it over
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return True
+    return False
+
+
+def release(run_dir: str) -> None:
+    """Remove this process's claim on ``run_dir`` (if any)."""
+    path = os.path.join(run_dir, CLAIM_FILE)
+    if os.path.isfile(path):
+        os.unlink(path)
+
+
+def plot_curves(records: list[dict[str, Any]], path: str, seed: int | None = None) -> str | None:
+    """Mask AP against the iteration, one line per variant (``seed``, default the lowest seed with a
+    curve for each variant); the last fifth of the schedule shaded. Atomic write; None without curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen: dict[str, dict[str, Any]] = {}
+    for r in sorted(records, key=lambda r: r["seed"]):
+        if r.get("curve") and (seed is None or r["seed"] == seed):
+            chosen.setdefault(r["variant"], r)
+    if not chosen:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    iters = max(r["iters"] for r in chosen.values())
+    ax.axvspan(0.8 * iters, iters, color="0.92", label="last fifth")
+    for name, r in sorted(chosen.items()):
+        pts = [(p["iteration"], p["mask_AP"]) for p in r["curve"]]
+        ax.plot(*zip(*pts), marker="o", markersize=3, label=f"{name} (seed {r['seed']})")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("mask AP (validation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def last_fifth_gain(rec: dict[str, Any]) -> float | None:
+    """Mask AP at the end of the schedule minus mask AP at the last curve point at or before 80% of it
+    (None without both points): ≈ 0 or below means the run no longer rose over the last fifth."""
+    curve = rec.get("curve") or []
+    before = [p for p in curve if p["iteration"] <= 0.8 * rec["iters"]]
+    if not before or curve[-1]["iteration"] != rec["iters"]:
+        return None
+    return curve[-1]["mask_AP"] - before[-1]["mask_AP"]
+
+
+__all__ = ["record_path", "read_record", "write_record", "read_curve", "claim", "release", "plot_curves",
+           "last_fifth_gain"]
