@@ -288,3 +288,15 @@ def test_readme_example_runs_and_matches_the_cli(tmp_path, monkeypatch):
     assert [{k: r[k] for k in ("bbox", "score", "category_id", "segmentation")} for r in written] == \
         [{k: r[k] for k in ("bbox", "score", "category_id", "segmentation")} for r in tensormask.to_coco(keep, 0)]
     assert [r["category_name"] for r in written] == keep.category_names
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no native bf16 on this CPU")
+def test_predict_cli_bfloat16_is_the_api_in_bfloat16(files, tmp_path):
+    from tensormask.predict import main as predict_main
+
+    assert predict_main([files["a"], "--weights", files["ckpt"], "--out", str(tmp_path), "--device", "cpu",
+                         "--threshold", "0.3", "--dtype", "bfloat16"]) == 0
+    written = json.loads((tmp_path / "predictions.json").read_text())
+    d = tensormask.load(files["ckpt"], device="cpu", dtype="bfloat16")(files["a"])
+    d = d[d.scores >= 0.3]
+    assert [r["score"] for r in written] == [r["score"] for r in tensormask.to_coco(d, 0)] and len(written) > 0
