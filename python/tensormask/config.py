@@ -295,8 +295,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path!r} does not exist") from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ValueError(f"config file {path!r} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise ValueError(f"config file {path!r} is not usable YAML: nested too deeply") from None
     if data is None:  # an empty file: no overrides
         return {}
     if not isinstance(data, dict):

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     for i, path in enumerate(files):
         try:
             rgb = load_image(path)
-        except OSError as e:
+        except OSError as e:  # corrupt, or larger than tensormask.data.coco.MAX_IMAGE_PIXELS
+            if len(files) == 1:  # the only image: its error is the command's (one line, exit 1)
+                raise
             print(f"skipping {path}: {e}", file=sys.stderr)
             skipped += 1
             continue
@@ -102,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             if calibrated is not None:
                 r["calibrated_score"] = float(calibrated[j])
             predictions.append(r)
+    if skipped == len(files):
+        raise ValueError(f"none of the {len(files)} images could be read (see above)")
     with open(os.path.join(args.out, "predictions.json"), "w") as f:
         json.dump(predictions, f)
     print(f"{len(files) - skipped} images → {args.out} ({len(predictions)} detections, {skipped} skipped)")

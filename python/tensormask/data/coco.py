@@ -19,7 +19,8 @@ Reasons counted in ``skipped`` (each follows ``on_error``):
 * ``bad_image_entry``: an ``images`` entry without an integer ``id`` or a string ``file_name``, or
   with a non-positive ``height``/``width``;
 * ``duplicate_image_id``: an image id listed twice (the first entry is kept);
-* ``missing_image`` / ``corrupt_image`` (truncated or not an image) / ``size_mismatch``;
+* ``missing_image`` / ``corrupt_image`` (truncated, not an image, or declaring more than
+  :data:`MAX_IMAGE_PIXELS` pixels) / ``size_mismatch``;
 * ``bad_annotation`` (not an object, missing or duplicate id, bad ``iscrowd``), ``unknown_image_id``,
   ``unknown_category`` (a ``category_id`` missing from ``categories``);
 * ``bad_bbox`` (malformed) and ``degenerate_bbox`` (width or height ≤ 0);
@@ -42,10 +43,10 @@ the annotation once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
+import re
 import warnings
 from collections import Counter
 from typing import Any, Callable
@@ -56,6 +57,7 @@ from PIL import Image, ImageOps
 from pycocotools import mask as mask_util
 from torch.utils.data import Dataset
 
+from ..safeio import loads_json
 from .structures import Sample, masks_to_boxes, xywh_to_xyxy
 
 __all__ = ["CocoDataset", "load_image", "decode_segmentation", "check_segmentation", "rle_counts",
@@ -208,20 +210,57 @@ def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray
     return np.ascontiguousarray(m, dtype=bool)
 
 
-def load_image(path: str) -> np.ndarray:
+MAX_IMAGE_PIXELS = 100_000_000
+"""Largest image :func:`load_image` decodes: 100 megapixels (10000 × 10000, ~300 MB as RGB). The size
+is read from the file's header and a larger image is refused before anything is decoded, so a small
+file declaring 60000 × 60000 pixels (a decompression bomb) is a clear error, not an out-of-memory kill.
+Pass ``max_pixels`` to :func:`load_image` or set this attribute for another limit (Pillow's own
+``Image.MAX_IMAGE_PIXELS`` check still refuses above twice its value, ~179 MP by default)."""
+
+_PIL_BOMB_RE = re.compile(r"\((\d+) pixels\)")
+
+
+class ImageTooLargeError(OSError):
+    """An image whose header declares more pixels than the limit; refused before decoding."""
+
+
+def _too_large(path: str, pixels: int, size: str, limit: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"cannot read image {path}: it declares {size}{pixels:,} pixels, more than the limit of {limit:,} "
+        "(tensormask.data.coco.MAX_IMAGE_PIXELS); refused before decoding")
+
+
+def load_image(path: str, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as uint8 (H, W, 3) RGB, applying its EXIF orientation.
+
+    Args:
+        path: an image file (any format Pillow reads).
+        max_pixels: refuse images whose header declares more pixels (default :data:`MAX_IMAGE_PIXELS`).
 
     Raises:
         FileNotFoundError: the file does not exist.
+        ImageTooLargeError (an OSError): the header declares more than ``max_pixels`` pixels (not decoded).
         OSError: the file cannot be decoded (truncated, not an image, ...), naming the path.
     """
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # Pillow warns between its limit and twice it: ours decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)  # reads the header only
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise _too_large(path, w * h, f"{w}×{h} = ", limit)
             im = ImageOps.exif_transpose(im)
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
+    except ImageTooLargeError:
+        raise
+    except Image.DecompressionBombError as e:  # above Pillow's own limit: refused in Image.open
+        m = _PIL_BOMB_RE.search(str(e))
+        raise _too_large(path, int(m.group(1)) if m else limit + 1, "", limit) from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
         raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
     return arr
 
@@ -229,11 +268,8 @@ def load_image(path: str) -> np.ndarray:
 def _load_json(json_path: str) -> dict:
     if not os.path.isfile(json_path):
         raise FileNotFoundError(f"COCO annotation file not found: {json_path}")
-    try:
-        with open(json_path, "rb") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{json_path}: not valid JSON: {e}") from e
+    with open(json_path, "rb") as f:
+        data = loads_json(f.read(), json_path)  # malformed, not UTF-8, nested too deeply: one line
     if not isinstance(data, dict):
         raise ValueError(f"{json_path}: a COCO file is a JSON object, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):

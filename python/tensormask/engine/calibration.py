@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from ..safeio import loads_json
+
 FORMAT = "tensormask-calibration"
 VERSION = 1
 IOU_TYPES = ("segm", "bbox")
@@ -322,11 +324,8 @@ def load_calibration(path: str) -> dict[str, Any]:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"calibration file not found: {path}")
-    try:
-        with open(path) as f:
-            cal = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"malformed calibration file {path}: {e}") from e
+    with open(path, "rb") as f:
+        cal = loads_json(f.read(), f"malformed calibration file {path}")  # also: not UTF-8, nested too deeply
     try:
         validate_calibration(cal)
     except ValueError as e:

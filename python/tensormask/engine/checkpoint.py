@@ -154,12 +154,22 @@ def load_inference_model(path: str, device: str | torch.device = "cpu", config=N
     (``.pth``: weights, config and dataset metadata) or a TensorMask safetensors file (converted or
     exported: config in its metadata).
 
+    The weights all come from the file: a ``backbone.weights`` named in its config is not read.
+
     Returns:
         ``(model, meta, cfg)``: ``meta = {"category_names": [...], "contiguous_to_category_id": [...]}``
         (generic names when the file has none) and the full :class:`tensormask.config.Config`
         (``config`` if given, else the file's).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ForbiddenGlobalError (a ValueError): a pickle referencing code (refused, not run).
+        ValueError: an unreadable file, or a config, category list or weights that do not fit (one
+            line naming the file).
     """
-    from ..config import Config, from_dict
+    import dataclasses
+
+    from ..config import Config
     from ..modeling.tensormask import TensorMask
 
     if not os.path.isfile(path):
@@ -170,36 +180,67 @@ def load_inference_model(path: str, device: str | torch.device = "cpu", config=N
         model = load_model(path, map_location=device)
         cfg = config if config is not None else Config(model=model.cfg)
         k = model.cfg.head.num_classes
-        meta = {"category_names": [f"class_{i}" for i in range(k)], "contiguous_to_category_id": list(range(1, k + 1))}
-        meta, full = _exported_metadata(path, meta)  # `tensormask export` files carry these
+        meta, full = _exported_metadata(path, k)  # `tensormask export` files carry these
         if config is None and full is not None:
-            cfg = from_dict(full, Config())
+            cfg = _stored_config(full, path, "metadata 'full_config'")
         return model.to(device).eval(), meta, cfg
     state = load_checkpoint(path, map_location="cpu")
-    cfg = config if config is not None else from_dict(state.get("config", {}), Config())
-    model = TensorMask(cfg.model)
+    cfg = config if config is not None else _stored_config(state.get("config", {}), path, "'config'")
+    model_cfg = dataclasses.replace(cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None))
+    model = TensorMask(model_cfg)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:
         raise ValueError(f"{path} does not match the model config: {e}") from e
     k = cfg.model.head.num_classes
-    meta = state.get("dataset") or {
-        "category_names": [f"class_{i}" for i in range(k)],
-        "contiguous_to_category_id": list(range(1, k + 1)),
-    }
+    meta = _category_map(state["dataset"], k, path, "'dataset'") if state.get("dataset") else _generic_meta(k)
     return model.to(device).eval(), meta, cfg
 
 
-def _exported_metadata(path: str, default_meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Category map and full config stored by ``tensormask export`` in a safetensors file's metadata
-    (``default_meta`` and None when absent)."""
-    import json
+def _generic_meta(k: int) -> dict[str, Any]:
+    return {"category_names": [f"class_{i}" for i in range(k)], "contiguous_to_category_id": list(range(1, k + 1))}
 
+
+def _stored_config(stored: Any, path: str, where: str):
+    """The :class:`~tensormask.config.Config` of a file's stored config dict; a one-line ValueError
+    naming the file when it does not fit this version's config."""
+    from ..config import Config, from_dict
+
+    try:
+        return from_dict(stored, Config())
+    except (KeyError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ValueError(f"{path}: the stored config ({where}) is unusable: {msg}") from None
+
+
+def _category_map(meta: Any, k: int, path: str, where: str) -> dict[str, Any]:
+    """``meta`` checked: ``{"category_names": k strings, "contiguous_to_category_id": k integers}``."""
+    names = meta.get("category_names") if isinstance(meta, dict) else None
+    ids = meta.get("contiguous_to_category_id") if isinstance(meta, dict) else None
+    if not (isinstance(names, list) and len(names) == k and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{path}: {where} must hold 'category_names', a list of {k} strings (the model "
+                         f"predicts {k} classes)")
+    if not (isinstance(ids, list) and len(ids) == k and all(type(i) is int for i in ids)):
+        raise ValueError(f"{path}: {where} must hold 'contiguous_to_category_id', a list of {k} integers")
+    return {"category_names": list(names), "contiguous_to_category_id": list(ids)}
+
+
+def _exported_metadata(path: str, k: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Category map and full config stored by ``tensormask export`` in a safetensors file's metadata
+    (generic names and None when absent); malformed JSON or types raise a one-line ValueError."""
+    from ..safeio import loads_json
     from .convert import read_metadata
 
     metadata, _ = read_metadata(path)
-    meta = json.loads(metadata["dataset"]) if "dataset" in metadata else default_meta
-    full = json.loads(metadata["full_config"]) if "full_config" in metadata else None
-    if full is not None:
+    meta = _generic_meta(k)
+    if "dataset" in metadata:
+        meta = _category_map(loads_json(metadata["dataset"], f"{path}: metadata 'dataset'"), k, path,
+                             "metadata 'dataset'")
+    full = None
+    if "full_config" in metadata:
+        full = loads_json(metadata["full_config"], f"{path}: metadata 'full_config'")
+        if not isinstance(full, dict) or not isinstance(full.get("model", {}), dict) \
+                or not isinstance(full.get("model", {}).get("backbone", {}), dict):
+            raise ValueError(f"{path}: metadata 'full_config' must be a JSON object of config sections")
         full.get("model", {}).get("backbone", {})["weights"] = None  # the weights are this file
     return meta, full

@@ -555,8 +555,8 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict[str, str], ModelConfig]
         )
     try:
         cfg = from_dict(json.loads(metadata["config"]))
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) else str(e)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        msg = "nested too deeply" if isinstance(e, RecursionError) else e.args[0] if isinstance(e, KeyError) else str(e)
         raise ValueError(f"{path!r}: the stored model config is unusable: {msg}") from None
     return metadata, cfg
 
