@@ -300,3 +300,11 @@ def test_predict_cli_bfloat16_is_the_api_in_bfloat16(files, tmp_path):
     d = tensormask.load(files["ckpt"], device="cpu", dtype="bfloat16")(files["a"])
     d = d[d.scores >= 0.3]
     assert [r["score"] for r in written] == [r["score"] for r in tensormask.to_coco(d, 0)] and len(written) > 0
+
+
+def test_no_detections(files):
+    none = tensormask.load(files["ckpt"], device="cpu", score_threshold=1.0)
+    d = none(files["a"])
+    assert len(d) == 0 and d.masks.shape == (0, 100, 140) and d.boxes.shape == (0, 4)
+    assert tensormask.to_coco(d, 0) == [] and none(files["a"], mask_format="rle").masks == []
+    assert tensormask.draw(files["a"], d).size == (140, 100)
