@@ -46,18 +46,16 @@ def format_calibration_table(cal: dict, precision: float = TABLE_PRECISION) -> s
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import merge, parse_overrides
+    from . import api
     from .engine import distributed as dist_utils
     from .engine.calibration import compute_calibration, default_calibration_path, save_calibration
-    from .engine.checkpoint import load_inference_model
     from .engine.evaluator import dataset_paths, eval_dataset, gather_results, run_inference
 
     if not 0.0 <= args.iou_threshold <= 1.0:
         raise ValueError(f"--iou-threshold must be in [0, 1], got {args.iou_threshold}")
     device = dist_utils.init_from_env(args.device)
-    model, _, cfg = load_inference_model(args.weights, device)
-    cfg = merge(cfg, parse_overrides(args.overrides))
-    model.cfg = cfg.model
+    predictor = api.load(args.weights, device, overrides=args.overrides)  # as `tensormask predict` runs it
+    model, cfg = predictor.model, predictor.cfg
     json_path, images = dataset_paths(args.dataset, cfg)
     dataset = eval_dataset(json_path, images, cfg.data.test_min_size, cfg.data.test_max_size, cfg.data.on_error)
     if dataset.num_classes != cfg.model.head.num_classes:
