@@ -3,7 +3,7 @@
 Example::
 
     import tensormask
-    model = tensormask.load("output/demo/model_final.pth")        # or a .safetensors file
+    model = tensormask.load("demo_out/run")        # a run folder (its last checkpoint), a .pth or a .safetensors
     detections = model.predict("image.png")                        # boxes, scores, names, masks
     tensormask.draw("image.png", detections[detections.scores >= 0.5]).save("overlay.png")
 
@@ -254,8 +254,9 @@ def load(path: str, device: str | torch.device = "auto", *, dtype: str | torch.d
     """Load a TensorMask model for inference.
 
     Args:
-        path: a training checkpoint (``model_*.pth``: weights, config, category names) or a TensorMask
-            ``.safetensors`` file (``tensormask export`` or ``tensormask convert-detectron2``).
+        path: a training checkpoint (``model_*.pth``: weights, config, category names), a training
+            run's output folder (its newest checkpoint) or a TensorMask ``.safetensors`` file
+            (``tensormask export`` or ``tensormask convert-detectron2``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:i"``.
         dtype: ``"float32"`` (default), ``"bfloat16"`` (the network under bf16 autocast: on CUDA and on
             CPUs with AVX-512 BF16 / AMX, else float32 with a warning) or ``"float16"`` (CUDA).
@@ -278,12 +279,18 @@ def load(path: str, device: str | torch.device = "auto", *, dtype: str | torch.d
         match its config, an invalid option — with the file and the problem in the message.
     """
     from .config import merge, parse_overrides, to_dict
-    from .engine.checkpoint import load_inference_model
+    from .engine.checkpoint import latest_checkpoint, load_inference_model
     from .engine.inference import autocast_dtype
 
+    path = os.fspath(path)
+    if os.path.isdir(path):  # a training run's folder: its newest checkpoint
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint (model_*.pth) in the folder {path}")
+        path = found
     dev = _device(device)
     amp = autocast_dtype(dtype, dev)
-    model, meta, cfg = load_inference_model(os.fspath(path), dev, config)
+    model, meta, cfg = load_inference_model(path, dev, config)
     before = to_dict(cfg.model)
     if overrides:
         cfg = merge(cfg, parse_overrides(list(overrides)) if not isinstance(overrides, dict) else overrides)
