@@ -286,7 +286,7 @@ def load(path: str, device: str | torch.device = "auto", *, dtype: str | torch.d
     if os.path.isdir(path):  # a training run's folder: its newest checkpoint
         found = latest_checkpoint(path)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint (model_*.pth) in the folder {path}")
+            raise FileNotFoundError(f"weights not found: the folder {path} has no checkpoint (model_*.pth)")
         path = found
     dev = _device(device)
     amp = autocast_dtype(dtype, dev)
