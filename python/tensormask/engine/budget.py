@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
+from collections import deque
 from typing import Any
 
 from ..config import Config, merge
@@ -69,22 +71,34 @@ def shorten_schedule(solver: Any, iters: int, done: int) -> dict[str, Any]:
 
 
 class TimeLimit:
-    """Fits a run's schedule to a wall-clock limit while it trains.
+    """Fits a run's schedule to a wall-clock limit while it trains, and keeps fitting it.
 
     The first ``SKIP_ITERS`` iterations are not timed (caches warm up); after ``TIMED_ITERS`` more the
     run's end is set to the last iteration that fits ``seconds`` (counted from construction) at the
-    measured seconds per iteration (data loading included), LR steps scaled from ``solver``. The fit is
-    redone every ``REFIT_EVERY`` iterations with the average so far until the first LR step (a
-    ``step`` schedule) or the end (``linear``, ``cosine``: :meth:`refit_until`), so a run whose
-    iterations get slower (or faster) still ends in time with a well-formed schedule; a run that slows
-    down after the last fit (a shared machine) ends at the deadline. Measuring
-    inside the run costs nothing and sees the run's own speed, unlike a separate timing run.
+    measured speed (data loading included), LR steps scaled from ``solver``. The fit is redone every
+    ``REFIT_EVERY`` iterations until the run ends, and whenever the run reaches the end of its current
+    schedule with time left, so the schedule follows the machine both ways: it shrinks when iterations
+    get slower and grows back (up to ``solver.max_iter``) when they get faster again.
+
+    The speed of a fit is the median seconds per iteration of the ``BLOCK``-iteration blocks among the
+    last ``WINDOW`` iterations (:meth:`recent_seconds_per_iter`), not the average since the start: a
+    transient stall (another process on the same cores slowing a few iterations many times) is a
+    few slow blocks, which the median ignores, and its cost is already in the time left; a lasting
+    change of speed is most blocks after ``WINDOW / 2`` iterations. Each refit scales all of
+    ``solver``'s LR steps to the new length; a step that then falls at or before the current iteration
+    sits at it (passed), one that falls after it is ahead again (a schedule that grows back after a
+    stall returns to the higher LR until its rescaled step). A run still slower than its last fit
+    ends at the deadline. Measuring inside the run costs nothing and sees the run's own speed, unlike
+    a separate timing run.
     """
 
     SKIP_ITERS = 10  # iterations not timed: allocator and kernel caches warm up
     TIMED_ITERS = 40  # iterations timed before the first fit
-    REFIT_EVERY = 50  # iterations between fits, until the first LR step
-    MARGIN = 1.02  # assume the remaining iterations are up to 2% slower than the average so far
+    REFIT_EVERY = 50  # iterations between fits
+    BLOCK = 10  # iterations per timed block
+    WINDOW = 100  # the speed is the median block of the last WINDOW iterations
+    MARGIN = 1.02  # assume the remaining iterations are up to 2% slower than the recent median
+    REGROW = 1.25  # a passed LR step is taken back when a refit places it beyond REGROW × the iteration
     clock = staticmethod(time.perf_counter)
 
     def __init__(self, seconds: float, solver: Any, start_iter: int = 0):
@@ -94,34 +108,48 @@ class TimeLimit:
         self.full = solver
         self.measure_from = start_iter + self.SKIP_ITERS
         self.measure_to = self.measure_from + self.TIMED_ITERS
-        self._t_from: float | None = None
+        self._times: deque[float] = deque(maxlen=self.WINDOW + 1)  # clock after consecutive iterations
         self.seconds_per_iter: float | None = None
 
-    @staticmethod
-    def refit_until(current: Any) -> int:
-        """The iteration after which the schedule is no longer refitted: the first LR step of a
-        ``step`` schedule (its low-LR phase stays as scaled), the end of a ``linear`` or ``cosine``
-        one (they decay from the start, so every refit only changes the slope)."""
-        if current.lr_schedule == "step":
-            return min(current.steps, default=current.max_iter)
-        return current.max_iter
+    def recent_seconds_per_iter(self) -> float | None:
+        """Median seconds per iteration of the ``BLOCK``-iteration blocks among the last ``WINDOW``
+        timed iterations (counted back from the newest); None before a block is complete."""
+        t, b = list(self._times), max(1, self.BLOCK)
+        blocks = [(t[i] - t[i - b]) / b for i in range(len(t) - 1, b - 1, -b)]
+        return statistics.median(blocks) if blocks else None
 
     def after_iteration(self, done: int, current: Any) -> dict[str, Any] | None:
         """Call after each iteration (``done`` trained so far, ``current`` the schedule in force).
         Returns the ``solver`` overrides of a new schedule when a fit changes it, else ``None``."""
         now = self.clock()
-        if done == self.measure_from:
-            self._t_from = now
+        if done >= self.measure_from:
+            self._times.append(now)
         if now >= self.deadline and done < current.max_iter:  # a run that got slower ends at the deadline
             return {"max_iter": done, "steps": [x for x in current.steps if x < done]}
-        if done >= self.refit_until(current):  # the schedule stays
+        if done < self.measure_to or done >= self.full.max_iter:
             return None
-        if self._t_from is None or done < self.measure_to or (done - self.measure_to) % self.REFIT_EVERY:
+        if done < current.max_iter and (done - self.measure_to) % self.REFIT_EVERY:
+            return None  # neither a refit iteration nor the end of the current schedule
+        spi = self.recent_seconds_per_iter()
+        if spi is None:
             return None
-        self.seconds_per_iter = (now - self._t_from) / (done - self.measure_from)
-        iters = done + iterations_within(self.deadline - now, self.seconds_per_iter * self.MARGIN,
-                                         self.full.max_iter - done)
+        self.seconds_per_iter = spi
+        iters = done + iterations_within(self.deadline - now, spi * self.MARGIN, self.full.max_iter - done)
         if iters == current.max_iter:
             return None
-        return shorten_schedule(self.full, iters, done) if iters < self.full.max_iter else \
-            {"max_iter": self.full.max_iter, "steps": list(self.full.steps)}
+        return {"max_iter": iters, "steps": self.refit_steps(iters, done, current)}
+
+    def refit_steps(self, iters: int, done: int, current: Any) -> list[int]:
+        """``solver.steps`` scaled by ``iters / solver.max_iter`` (inside ``[1, iters − 1]``, one per
+        step: steps that meet both count). A step ``current`` has passed (at or before ``done``) stays
+        passed unless its new place is more than ``REGROW`` × ``done``: a schedule that grows back
+        after a stall takes its LR drops back, one that only moves a little does not flap around them."""
+        f = iters / self.full.max_iter
+        passed = sum(1 for x in current.steps if x <= done)
+        steps = []
+        for i, step in enumerate(sorted(self.full.steps)):
+            x = min(iters - 1, max(1, round(step * f)))
+            if i < passed and x <= self.REGROW * done:
+                x = min(x, done)
+            steps.append(x)
+        return sorted(steps)
