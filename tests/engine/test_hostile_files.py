@@ -146,7 +146,21 @@ def test_checkpoints_hold_only_tensors_and_plain_data(shapes_dataset, tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
-def test_an_old_checkpoint_with_a_numpy_rng_state_still_loads(tmp_path):
+def _as_numpy1_pickle(path):
+    """Rewrite a torch.save file as NumPy 1 would have pickled its arrays (``numpy.core`` names)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin:
+        entries = [(info, zin.read(info.filename)) for info in zin.infolist()]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zout:
+        for info, data in entries:
+            if info.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            zout.writestr(info, data)
+
+
+@pytest.mark.parametrize("numpy_major", [2, 1])
+def test_an_old_checkpoint_with_a_numpy_rng_state_still_loads(tmp_path, numpy_major):
     """Earlier versions stored ``np.random.get_state()`` (an ndarray) as is."""
     np.random.seed(123)
     np.random.rand(7)  # some position inside the key
@@ -155,7 +169,10 @@ def test_an_old_checkpoint_with_a_numpy_rng_state_still_loads(tmp_path):
     expected = np.random.rand(5)
     path = tmp_path / "model_0000005.pth"
     torch.save(old, path)
-    assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    if numpy_major == 1:
+        _as_numpy1_pickle(path)
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    assert "numpy.ndarray" in unsafe and (numpy_major == 2 or "numpy.core.multiarray._reconstruct" in unsafe)
     state = load_checkpoint(str(path))
     set_rng_state(state["rng"])
     np.testing.assert_array_equal(np.random.rand(5), expected)
