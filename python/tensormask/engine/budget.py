@@ -124,6 +124,8 @@ class TimeLimit:
         now = self.clock()
         if done >= self.measure_from:
             self._times.append(now)
+        if done == self.measure_to:  # reported by the trainer, even when the deadline ends the run here
+            self.seconds_per_iter = self.recent_seconds_per_iter()
         if now >= self.deadline and done < current.max_iter:  # a run that got slower ends at the deadline
             return {"max_iter": done, "steps": [x for x in current.steps if x < done]}
         if done < self.measure_to or done >= self.full.max_iter:
