@@ -85,10 +85,10 @@ class TimeLimit:
     transient stall (another process on the same cores slowing a few iterations many times) is a
     few slow blocks, which the median ignores, and its cost is already in the time left; a lasting
     change of speed is most blocks after ``WINDOW / 2`` iterations. Each refit scales all of
-    ``solver``'s LR steps to the new length; a step that then falls at or before the current iteration
-    sits at it (passed), one that falls after it is ahead again (a schedule that grows back after a
-    stall returns to the higher LR until its rescaled step). A run still slower than its last fit
-    ends at the deadline. Measuring inside the run costs nothing and sees the run's own speed, unlike
+    ``solver``'s LR steps to the new length (:meth:`refit_steps`); one that falls at or before the
+    current iteration is passed; one already passed stays passed unless the refit places it beyond
+    ``REGROW`` × the current iteration (a schedule that grows back after a stall returns to the higher
+    LR until its rescaled step). A run still slower than its last fit ends at the deadline. Measuring inside the run costs nothing and sees the run's own speed, unlike
     a separate timing run.
     """
 
