@@ -6,7 +6,7 @@ Model files are what people download and share, so no reader may execute code fr
   containers and numbers only), with an optional *exact* allow-list of extra globals. A file whose
   pickle references anything else (``os.system``, a class, ...) raises :class:`ForbiddenGlobalError`
   naming the file and the global, before anything of it runs.
-* :func:`load_json` — ``json.load`` whose failures (malformed, not UTF-8, nested deeper than Python's
+* :func:`loads_json` — ``json.loads`` whose failures (malformed, not UTF-8, nested deeper than Python's
   recursion limit) are one-line ``ValueError`` naming the file.
 
 Leaf module: imports nothing of the package (``modeling`` and ``engine`` both use it).
@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ForbiddenGlobalError", "load_torch_file", "load_json", "loads_json", "refusal"]
+__all__ = ["ForbiddenGlobalError", "load_torch_file", "loads_json", "refusal"]
 
 
 class ForbiddenGlobalError(pickle.UnpicklingError, ValueError):
@@ -85,18 +85,9 @@ def load_torch_file(path: str | os.PathLike, what: str = "a TensorMask checkpoin
         if any(r in message for r in _REFUSALS):
             reference = _unpickler_detail(message)
             if not reference.startswith("'"):
-                reference = f"something else than tensors and plain data ({reference})"
+                reference = f"something other than tensors and plain data ({reference})"
             raise ForbiddenGlobalError(refusal(path, what, reference, "weights_only load")) from None
         raise pickle.UnpicklingError(f"not a readable torch.save file ({_unpickler_detail(message)})") from None
-
-
-def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """``json.load`` of ``path``; malformed, non-UTF-8 or too deeply nested content raises a one-line
-    ``ValueError`` naming the file (``FileNotFoundError`` / ``IsADirectoryError`` pass through)."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    return loads_json(raw, f"{what} {path}")
 
 
 def loads_json(text: str | bytes, where: str) -> Any:
