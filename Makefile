@@ -4,8 +4,9 @@
 #   make test-all   also the slow tests
 #   make test-sdk   install the C++ SDK from the pip build, build + run examples/cpp_app against it
 #   make cuda-check compile the CUDA kernels against a CUDA torch (no GPU needed)
-#   make fuzz       hypothesis fuzz tests of every native op, >= 10,000 generated cases (FUZZ_EXAMPLES=per test)
-#   make sanitize   ASan + UBSan build in build-sanitize/: ctest and the Python op tests under the sanitizers
+#   make fuzz       hypothesis fuzz tests of every native op, >= 10,000 generated cases (FUZZ_EXAMPLES=per test),
+#                   and 20,000 hostile model files through the C++ readers (HOSTILE_CASES=...)
+#   make sanitize   ASan + UBSan build in build-sanitize/: ctest (4000 hostile model files) and the Python op tests under the sanitizers
 #   make bench      benchmarks (ops, label assignment, post-processing, C++ vs Python inference, training step), ratios vs baselines
 #   make bench-peer end-to-end speed vs torchvision Mask R-CNN (own venv .venv-peer, ~5.5 GB; BENCH_E2E_ARGS=...)
 
@@ -76,12 +77,18 @@ test-all: install test-cpp
 	$(PY) -m pytest -q -m ""
 
 # tests/fuzz at the `fuzz` hypothesis profile (`make test` runs the small `ci` sample); the case count
-# per test and the total are printed at the end and written to build/fuzz-report.json.
+# per test and the total are printed at the end and written to build/fuzz-report.json. Then the C++
+# readers (safetensors, config JSON) on HOSTILE_CASES generated hostile files (tests/cpp/test_io_hostile.cpp;
+# `make test` runs 1000 of them, `make sanitize` 4000 under ASan + UBSan).
 FUZZ_EXAMPLES ?= 1100
+HOSTILE_CASES ?= 20000
 fuzz: install
 	@mkdir -p build
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_REPORT=build/fuzz-report.json \
 	  $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
+	@test -n "$(CTEST_DIR)" || { echo "no C++ test build found (is libgtest-dev installed?)"; exit 1; }
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cmake --build $(dir $(CTEST_DIR)) --target tensormask_tests
+	TENSORMASK_HOSTILE_CASES=$(HOSTILE_CASES) $(dir $(CTEST_DIR))tensormask_tests --gtest_filter='HostileFiles.*'
 
 sanitize: venv system-deps
 	VENV=$(VENV) tools/sanitize.sh

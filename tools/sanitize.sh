@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make sanitize`: the native code under AddressSanitizer + UndefinedBehaviorSanitizer.
 #
-# 1. Configures and builds libtensormask (the ops; not the optional C++ inference model), the Python
-#    module tensormask._C and the C++ tests with -DTENSORMASK_SANITIZE=ON in their own build folder
-#    ($SANITIZE_BUILD_DIR, default build-sanitize/); the normal build (build/cp*) is not touched.
-# 2. Runs ctest there (not the `sdk` label, see below).
+# 1. Configures and builds libtensormask (the ops and the C++ inference model with its safetensors/JSON
+#    readers), tensormask_infer, the Python module tensormask._C and the C++ tests with
+#    -DTENSORMASK_SANITIZE=ON in their own build folder ($SANITIZE_BUILD_DIR, default build-sanitize/);
+#    the normal build (build/cp*) is not touched.
+# 2. Runs ctest there (not the `sdk` label, see below). The hostile-file test (tests/cpp/test_io_hostile.cpp)
+#    runs TENSORMASK_HOSTILE_CASES generated files (default here 4000; `make test` runs 1000).
 # 3. Runs the Python op tests (tests/ops, and the fuzz tests at the small `ci` profile) with the
 #    sanitized _C: TENSORMASK_NATIVE_DIR makes `import tensormask` load _C (and, by its RUNPATH, the
 #    sanitized libtensormask.so) from the build folder; the ASan runtime is LD_PRELOADed into python.
@@ -30,12 +32,13 @@ echo "sanitize: configuring $build (ASan + UBSan, RelWithDebInfo)"
 cmake -S "$here" -B "$build" -G Ninja \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTENSORMASK_SANITIZE=ON -DTENSORMASK_CUDA=OFF -DTENSORMASK_BUILD_TESTS=ON \
-  -DTENSORMASK_BUILD_MODEL=OFF -DSKBUILD=ON -DPython_EXECUTABLE="$py" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
+  -DTENSORMASK_BUILD_MODEL=ON -DSKBUILD=ON -DPython_EXECUTABLE="$py" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" >/dev/null
 echo "sanitize: building (${SANITIZE_JOBS:-2} jobs)"
 nice -n 10 cmake --build "$build" -j "${SANITIZE_JOBS:-2}"
 built=$(date +%s)
 
 echo "sanitize: ctest"
+export TENSORMASK_HOSTILE_CASES=${TENSORMASK_HOSTILE_CASES:-4000}
 # Label `sdk` (example_app: installs the SDK and builds an outside app against it) is left out: that app
 # is not built with the sanitizers, and an uninstrumented executable cannot load an ASan library.
 ctest --test-dir "$build" --output-on-failure -LE sdk

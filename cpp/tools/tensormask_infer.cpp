@@ -3,7 +3,8 @@
 //   tensormask_infer --model model.safetensors --config model.json IMAGE... [--out DIR]
 //                    [--threshold T] [--threads N] [--repeat R] [--help]
 //
-// Reads PNG/JPEG/BMP images with stb_image (EXIF orientation is not applied), resizes them as
+// Reads PNG/JPEG/BMP images with stb_image (EXIF orientation is not applied; images of more than
+// kMaxImagePixels are refused from their header, before decoding), resizes them as
 // `tensormask predict` does (shorter side data.test_min_size, longer ≤ data.test_max_size, antialiased
 // bilinear), runs the model, and prints COCO-style results (bbox XYWH, score, category_id, compressed
 // RLE segmentation as pycocotools writes it) as JSON to stdout, or to DIR/results.json with
@@ -21,10 +22,12 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "tensormask/io.h"
 #include "tensormask/model.h"
 
 namespace fs = std::filesystem;
@@ -109,13 +112,52 @@ Options parse_args(int argc, char** argv, bool& help) {
   return o;
 }
 
+// The largest image decoded: 2^28 = 268,435,456 pixels (16384 × 16384; PIL refuses from 2 × 89,478,485).
+// A PNG or JPEG header can declare 60000 × 60000 in a few bytes; the size is checked from the header
+// before anything is allocated.
+constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
+
 // uint8 (3, H, W) RGB.
 at::Tensor read_image(const std::string& path) {
   if (!fs::is_regular_file(path)) throw std::runtime_error("image file not found: " + path);
-  int w = 0, h = 0, c = 0;
-  unsigned char* data = stbi_load(path.c_str(), &w, &h, &c, 3);
-  if (data == nullptr) throw std::runtime_error("cannot read image " + path + ": " + stbi_failure_reason());
-  at::Tensor t = at::from_blob(data, {h, w, 3}, at::kByte).permute({2, 0, 1}).clone();
+  const auto size = fs::file_size(path);
+  if (size == 0) throw std::runtime_error("cannot read image " + path + ": empty file");
+  if (size > static_cast<uintmax_t>(std::numeric_limits<int>::max()))
+    throw std::runtime_error("cannot read image " + path + ": file of " + std::to_string(size) + " bytes is too large");
+  std::string bytes(size, '\0');
+  {
+    std::ifstream f(path, std::ios::binary);
+    if (!f.read(bytes.data(), static_cast<std::streamsize>(size)))
+      throw std::runtime_error("cannot read image " + path + ": read error");
+  }
+  const auto* buf = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int len = static_cast<int>(size);
+  int64_t w = 0, h = 0;
+  int iw = 0, ih = 0, c = 0;
+  if (size >= 24 && bytes.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0 && bytes.compare(12, 4, "IHDR") == 0) {
+    // stb_image refuses large PNGs as "unknown image type"; the size comes from the IHDR chunk instead
+    auto be32 = [&](size_t at) {
+      int64_t v = 0;
+      for (size_t i = at; i < at + 4; ++i) v = (v << 8) | static_cast<unsigned char>(bytes[i]);
+      return v;
+    };
+    w = be32(16);
+    h = be32(20);
+  } else if (stbi_info_from_memory(buf, len, &iw, &ih, &c)) {
+    w = iw;
+    h = ih;
+  } else {
+    throw std::runtime_error("cannot read image " + path + ": " + stbi_failure_reason() + " (PNG, JPEG, BMP, GIF, TGA, PSD, PNM expected)");
+  }
+  if (w <= 0 || h <= 0)
+    throw std::runtime_error("cannot read image " + path + ": it declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels");
+  if (static_cast<int64_t>(w) * h > kMaxImagePixels)
+    throw std::runtime_error("cannot read image " + path + ": it declares " + std::to_string(w) + "x" + std::to_string(h) +
+                             " pixels, more than the limit of " + std::to_string(kMaxImagePixels) + " (2^28)");
+  unsigned char* data = stbi_load_from_memory(buf, len, &iw, &ih, &c, 3);
+  if (data == nullptr)
+    throw std::runtime_error("cannot read image " + path + ": corrupt or truncated (stb_image: " + stbi_failure_reason() + ")");
+  at::Tensor t = at::from_blob(data, {ih, iw, 3}, at::kByte).permute({2, 0, 1}).clone();
   stbi_image_free(data);
   return t;
 }
@@ -193,7 +235,13 @@ void write_text_atomic(const std::string& path, const std::string& text) {
 int run(const Options& o) {
   if (o.threads > 0) at::set_num_threads(o.threads);
   const tmm::ExportedConfig cfg = tmm::load_exported_config(o.config);
-  const auto model = tmm::load_model(o.model, cfg.model);
+  std::shared_ptr<tmm::TensorMask> model;
+  try {  // errors of the config's values found while building the model (e.g. GroupNorm groups)
+    model = std::make_shared<tmm::TensorMask>(cfg.model);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(o.config + ": " + e.what());
+  }
+  model->load_weights(tensormask::io::read_safetensors(o.model).tensors, o.model);
   if (!o.out.empty()) fs::create_directories(o.out);
   nlohmann::json results = nlohmann::json::array();
   for (size_t i = 0; i < o.images.size(); ++i) {

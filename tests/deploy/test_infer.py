@@ -205,3 +205,111 @@ def test_errors(exported, tmp_path):
     _one_line_error(run_infer(*m, *c, image, "--threshold", "x", check=False), "--threshold expects a number", 2)
     _one_line_error(run_infer(*m, *c, image, "--bogus", check=False), "unknown option --bogus", 2)
     _one_line_error(run_infer(*c, image, check=False), "--model is required", 2)
+
+
+def _png(width: int, height: int, idat: bytes = b"\x78\x9c\x03\x00\x00\x00\x00\x01") -> bytes:
+    """A PNG whose IHDR declares ``width`` × ``height`` RGB pixels, followed by ``idat`` (a tiny body)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _jpeg_header(width: int, height: int) -> bytes:
+    """SOI + a baseline SOF0 frame header declaring ``width`` × ``height``, no image data."""
+    import struct
+
+    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x00\x03\x11\x00"
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
+
+
+def test_hostile_images(exported, tmp_path):
+    """Corrupt, truncated, empty and oversized images: one line each, exit status 1, before decoding (a
+    PNG declaring 60000×60000 would need 10.8 GB decoded; the limit is 2^28 pixels)."""
+    _, weights, cfg_json, _ = exported
+    good = open(write_image(str(tmp_path / "good.png")), "rb").read()
+    cases = {
+        "empty.png": (b"", "empty file"),
+        "truncated.png": (good[: len(good) // 2], "cannot read image"),
+        "header-only.png": (good[:40], "cannot read image"),
+        "text.png": (b"not an image at all\n", "cannot read image"),
+        "huge.png": (_png(60000, 60000), "declares 60000x60000 pixels, more than the limit of 268435456"),
+        "wide.png": (_png(2**31 - 1, 1), "cannot read image"),  # stb itself may refuse > 2^24 first
+        "zero.png": (_png(0, 10), "cannot read image"),
+        "huge.jpg": (_jpeg_header(60000, 60000), "declares 60000x60000 pixels"),
+        "bitflip.png": (good[:60] + bytes([good[60] ^ 0x40]) + good[61:], None),  # decodes or fails cleanly
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        proc = run_infer("--model", weights, "--config", cfg_json, str(path), check=False)
+        if message is None and proc.returncode == 0:
+            continue
+        _one_line_error(proc, message or "cannot read image")
+        assert str(path) in proc.stderr.splitlines()[0], (name, proc.stderr)
+    # a good image after a refused one is never reached: the first error stops the run
+    proc = run_infer("--model", weights, "--config", cfg_json, str(tmp_path / "huge.png"), str(tmp_path / "good.png"),
+                     check=False)
+    _one_line_error(proc, "more than the limit")
+
+
+def test_hostile_model_files(exported, tmp_path):
+    """Malformed weights and configs through the binary: one line naming the file (the C++ reader is
+    fuzzed in-process by tests/cpp/test_io_hostile.cpp; this checks the wiring of its errors)."""
+    import struct
+
+    _, weights, cfg_json, _ = exported
+    image = write_image(str(tmp_path / "a.png"))
+    raw = open(weights, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    data = raw[8 + n:]
+
+    def pack(h: dict | bytes, body: bytes = data) -> bytes:
+        text = h if isinstance(h, bytes) else json.dumps(h).encode()
+        return struct.pack("<Q", len(text)) + text + body
+
+    name = next(k for k in header if k != "__metadata__")
+    other = next(k for k in header if k not in ("__metadata__", name))
+    overlap = json.loads(json.dumps(header))
+    overlap[other]["data_offsets"] = overlap[name]["data_offsets"]
+    overlap[other]["shape"], overlap[other]["dtype"] = overlap[name]["shape"], overlap[name]["dtype"]
+    nested = b'{"__metadata__": {"x": ' + b"[" * 100000 + b"]" * 100000 + b"}}"
+    nan_data = bytearray(data)
+    nan_data[header[name]["data_offsets"][0]:header[name]["data_offsets"][0] + 4] = struct.pack("<f", float("nan"))
+    weight_cases = {
+        "length.safetensors": (struct.pack("<Q", 2**63) + raw[8:], "truncated: header of 9223372036854775808 bytes"),
+        "overlap.safetensors": (pack(overlap), "overlapping data_offsets"),
+        "nested.safetensors": (pack(nested), "nested deeper than 64"),
+        "nan.safetensors": (pack(header, bytes(nan_data)), "holds NaN or infinite values"),
+        "utf8.safetensors": (pack(b'{"\xff": 1}'), "not valid JSON"),
+    }
+    for fname, (blob, message) in weight_cases.items():
+        path = tmp_path / fname
+        path.write_bytes(blob)
+        proc = run_infer("--model", str(path), "--config", cfg_json, image, check=False)
+        _one_line_error(proc, message)
+        assert str(path) in proc.stderr, (fname, proc.stderr)
+    cfg = json.load(open(cfg_json))
+    config_cases = {
+        "classes.json": (("model", "head", "num_classes"), 10**12, "model.head.num_classes must be in 1..100000"),
+        "window.json": (("model", "head", "window_sizes"), [0, 5], "window_sizes[i] must be in 1..128, got 0"),
+        "type.json": (("model", "fpn", "out_channels"), True, "'model.fpn.out_channels' must be an integer, got true"),
+        "score.json": (("model", "inference", "score_thresh"), float("nan"), "not valid JSON"),
+        "size.json": (("data", "test_max_size"), 10**9, "data.test_max_size must be in 1..8192"),
+    }
+    for fname, (keys, value, message) in config_cases.items():
+        bad = json.loads(json.dumps(cfg))
+        section = bad["config"]
+        for k in keys[:-1]:
+            section = section[k]
+        section[keys[-1]] = value
+        path = tmp_path / fname
+        path.write_text(json.dumps(bad))  # NaN is written as the non-JSON literal NaN
+        proc = run_infer("--model", weights, "--config", str(path), image, check=False)
+        _one_line_error(proc, message)
+        assert str(path) in proc.stderr, (fname, proc.stderr)

@@ -6,6 +6,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "json_util.h"
 #include "modules.h"
 #include "tensormask/io.h"
 
@@ -41,7 +42,7 @@ void TensorMask::load_weights(const std::map<std::string, at::Tensor>& tensors, 
   }
   auto listing = [](const std::vector<std::string>& names) {
     std::string s;
-    for (size_t i = 0; i < names.size() && i < 10; ++i) s += (i ? ", " : "") + names[i];
+    for (size_t i = 0; i < names.size() && i < 10; ++i) s += (i ? ", " : "") + detail::printable(names[i]);  // from the file
     if (names.size() > 10) s += ", ... (" + std::to_string(names.size()) + " in all)";
     return s;
   };
@@ -49,9 +50,8 @@ void TensorMask::load_weights(const std::map<std::string, at::Tensor>& tensors, 
     throw std::runtime_error(source + ": missing tensors for this config (mask_head '" + cfg_.head.mask_head + "', depth " +
                              std::to_string(cfg_.backbone.depth) + "): " + listing(missing));
   if (!unexpected.empty()) throw std::runtime_error(source + ": unexpected tensors (not in this config's model): " + listing(unexpected));
-  c10::InferenceMode guard(false);
-  at::NoGradGuard no_grad;
-  for (auto& [name, dst] : own) {
+  // Every tensor is checked before any is copied: a refused file leaves the model as it was.
+  for (const auto& [name, dst] : own) {
     const at::Tensor& src = tensors.at(name);
     if (src.sizes() != dst.sizes())
       throw std::runtime_error(source + ": tensor '" + name + "' has shape " + c10::str(src.sizes()) + " but the config needs " +
@@ -59,8 +59,12 @@ void TensorMask::load_weights(const std::map<std::string, at::Tensor>& tensors, 
     if (src.is_floating_point() != dst.is_floating_point())
       throw std::runtime_error(source + ": tensor '" + name + "' has dtype " + std::string(c10::toString(src.scalar_type())) +
                                ", expected " + std::string(c10::toString(dst.scalar_type())));
-    dst.copy_(src);
+    if (src.is_floating_point() && !at::isfinite(src).all().item<bool>())
+      throw std::runtime_error(source + ": tensor '" + name + "' holds NaN or infinite values");
   }
+  c10::InferenceMode guard(false);
+  at::NoGradGuard no_grad;
+  for (auto& [name, dst] : own) dst.copy_(tensors.at(name));
 }
 
 at::Tensor TensorMask::preprocess(const std::vector<at::Tensor>& images, std::vector<std::array<int64_t, 2>>& sizes) const {
