@@ -21,31 +21,48 @@ from .utils import DEVICES, call_in_fake_mode, num_threads, requires_cuda
 
 
 def crop_ref(masks, gt_index, centers, sigma, V, U) -> np.ndarray:
-    """Window pixel (v, u) of window p = one bilinear sample of mask gt_index[p] at the pixel's centre
-    (cy − V·σ/2 + (v + ½)σ, cx − U·σ/2 + (u + ½)σ), in pixel-index space (image pixel i is centred at
-    i + ½), zero outside the image, then ≥ 0.5."""
+    """detectron2's BitMasks.crop_and_resize written out with loops: RoIAlign (aligned=True,
+    sampling_ratio=0) of mask gt_index[p] over the window box [cx − U·σ/2, cx + U·σ/2) × (same in y),
+    then ≥ 0.5. Window pixel (v, u) averages n×n samples, n = ceil(roi_h / V) = ceil(σ), sample iy at
+    pixel-index y = (cy − V·σ/2 − ½) + v·σ + (iy + ½)·σ/n; torchvision's bilinear rule: 0 when y < −1
+    or y > H (x likewise), else y clamped to [0, H − 1]."""
     masks = np.asarray(masks, dtype=np.float64)
     G, H, W = masks.shape
 
-    def pixel(m, i, j):
-        return m[i, j] if 0 <= i < H and 0 <= j < W else 0.0
+    def bilinear(m, y, x):
+        if y < -1.0 or y > H or x < -1.0 or x > W:
+            return 0.0
+        y, x = max(y, 0.0), max(x, 0.0)
+        y0, x0 = int(y), int(x)
+        if y0 >= H - 1:
+            y0 = y1 = H - 1
+            y = float(y0)
+        else:
+            y1 = y0 + 1
+        if x0 >= W - 1:
+            x0 = x1 = W - 1
+            x = float(x0)
+        else:
+            x1 = x0 + 1
+        ly, lx = y - y0, x - x0
+        return (1 - ly) * (1 - lx) * m[y0, x0] + (1 - ly) * lx * m[y0, x1] + ly * (1 - lx) * m[y1, x0] + ly * lx * m[y1, x1]
 
     out = np.zeros((len(gt_index), V, U), dtype=np.float32)
+    if H == 0 or W == 0:
+        return out
     for p, (g, (cy, cx)) in enumerate(zip(np.asarray(gt_index), np.asarray(centers, dtype=np.float64))):
         m = masks[g]
+        y_start, x_start = cy - V * sigma / 2 - 0.5, cx - U * sigma / 2 - 0.5
+        ny = max(1, math.ceil((V * sigma) / V))
+        nx = max(1, math.ceil((U * sigma) / U))
         for v in range(V):
             for u in range(U):
-                sy = cy - V * sigma / 2 + (v + 0.5) * sigma - 0.5
-                sx = cx - U * sigma / 2 + (u + 0.5) * sigma - 0.5
-                y0, x0 = math.floor(sy), math.floor(sx)
-                ly, lx = sy - y0, sx - x0
-                val = (
-                    (1 - ly) * (1 - lx) * pixel(m, y0, x0)
-                    + (1 - ly) * lx * pixel(m, y0, x0 + 1)
-                    + ly * (1 - lx) * pixel(m, y0 + 1, x0)
-                    + ly * lx * pixel(m, y0 + 1, x0 + 1)
-                )
-                out[p, v, u] = 1.0 if val >= 0.5 else 0.0
+                total = 0.0
+                for iy in range(ny):
+                    y = y_start + v * sigma + (iy + 0.5) * sigma / ny
+                    for ix in range(nx):
+                        total += bilinear(m, y, x_start + u * sigma + (ix + 0.5) * sigma / nx)
+                out[p, v, u] = 1.0 if total / (ny * nx) >= 0.5 else 0.0
     return out
 
 
@@ -117,6 +134,36 @@ def test_hand_computed():
     assert not out.any()
 
 
+def test_adaptive_average_of_the_bin():
+    """σ = 4: a window pixel is the mean of 4×4 samples, here the 16 image pixels of its bin (window
+    edges on integer pixels put every sample on a pixel centre): foreground iff ≥ 8 of them are set."""
+    for k in range(17):
+        mask = torch.zeros(1, 12, 12, dtype=torch.bool)
+        block = torch.zeros(16, dtype=torch.bool)
+        block[:k] = True
+        mask[0, 4:8, 4:8] = block.view(4, 4)
+        # the 3×3 window of σ = 4 centred at (6, 6) has box [0, 12)²; its centre pixel is the block
+        out = ops.crop_windows(mask, torch.tensor([0]), torch.tensor([[6.0, 6.0]]), 4.0, 3, 3)
+        expected = torch.zeros(3, 3)
+        expected[1, 1] = float(k >= 8)
+        assert torch.equal(out[0], expected), k
+
+
+def test_border_pixels_extend_like_roi_align():
+    """torchvision's roi_align reads a sample at pixel-index −1 ≤ x ≤ 0 as pixel 0 and W − 1 ≤ x ≤ W
+    as pixel W − 1; beyond that, 0. A 1×1 window of σ = 4 centred on the left edge (box x ∈ [−2, 2))
+    samples x = −2, −1, 0, 1: 0, pixel 0, pixel 0, pixel 1."""
+    left = torch.zeros(1, 8, 8, dtype=torch.bool)
+    left[0, :, 0] = True  # only column 0: samples give 0, 1, 1, 0 → 1/2 → foreground (zero padding: 1/4)
+    assert ops.crop_windows(left, torch.tensor([0]), torch.tensor([[4.0, 0.0]]), 4.0, 1, 1).item() == 1.0
+    right = torch.zeros(1, 8, 8, dtype=torch.bool)
+    right[0, :, 7] = True  # box x ∈ [6, 10): samples 6, 7, 8 (→ 7), 9 (> W → 0): 0, 1, 1, 0
+    assert ops.crop_windows(right, torch.tensor([0]), torch.tensor([[4.0, 8.0]]), 4.0, 1, 1).item() == 1.0
+    # one column further out the samples are −3, −2, −1, 0 → 0, 0, 1, 1 → 1/2; and −4..−1 → 1/4
+    assert ops.crop_windows(left, torch.tensor([0]), torch.tensor([[4.0, -1.0]]), 4.0, 1, 1).item() == 1.0
+    assert ops.crop_windows(left, torch.tensor([0]), torch.tensor([[4.0, -2.0]]), 4.0, 1, 1).item() == 0.0
+
+
 def test_empty_and_selection():
     masks = torch.as_tensor(random_masks(0))
     out = ops.crop_windows(masks, torch.empty(0, dtype=torch.int64), torch.empty(0, 2), 4.0, 11, 11)
@@ -125,8 +172,8 @@ def test_empty_and_selection():
     big = torch.zeros(3, 600, 900, dtype=torch.bool)
     big[1, 100:200, 300:400] = True
     out = ops.crop_windows(big, torch.tensor([0, 1, 2]), torch.tensor([[150.0, 350.0]] * 3), 4.0, 30, 30)
-    # window pixel centres at pixel-index 91.5 + 4v per axis: 0 up to v = 1, 0.5 at v = 2 and 27 (half
-    # on the object's edge), 1 for v = 3..26 (24 pixels); ≥ 0.5 keeps products 1 and 0.5, not 0.25
+    # window pixel v averages image pixels 90 + 4v .. 93 + 4v per axis: 0 up to v = 1, 1/2 at v = 2 and
+    # 27 (half on the object), 1 for v = 3..26 (24 pixels); ≥ 0.5 keeps products 1 and 1/2, not 1/4
     assert out[0].sum() == 0 and out[2].sum() == 0 and out[1].sum() == 24 * 24 + 4 * 24
 
 
@@ -242,6 +289,7 @@ BAD = [
     (dict(gt_index=torch.tensor([0, 1], device="meta")), ValueError, "gt_index"),
     (dict(sigma_vu=0.0), ValueError, "sigma_vu"),
     (dict(sigma_vu=float("nan")), ValueError, "sigma_vu"),
+    (dict(sigma_vu=1025.0), ValueError, "sigma_vu"),  # ceil(σ)² samples per window pixel: bounded
     (dict(V=0), ValueError, "V"),
     (dict(U=-1), ValueError, "U"),
 ]

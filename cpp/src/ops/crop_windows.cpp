@@ -1,6 +1,7 @@
 // crop_windows: schema and CPU kernel of the ground-truth mask crop of the positive windows (the mask
-// targets of §4.2). One bilinear sample of the matched mask per window pixel, thresholded at 0.5;
-// O(P·V·U) work, the masks are only read where sampled. The sampling formula lives in
+// targets of §4.2): detectron2's BitMasks.crop_and_resize, RoIAlign (aligned, ceil(σ)² samples per
+// window pixel) of the matched mask, thresholded at 0.5; O(P·V·U·ceil(σ)²) work, the masks are only
+// read where sampled. The sampling formula lives in
 // tensormask/detail/assign.h and is shared with the CUDA kernel.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

@@ -33,6 +33,8 @@ MAX_LEVELS = 16
 MAX_WINDOW_SIZES = 16
 #: Bound on level sizes, strides and window sizes (keeps the native index math far from int64 overflow).
 MAX_GRID_VALUE = 2**28
+#: Bound on ``crop_windows``' σ_VU (a window pixel averages ceil(σ)² samples).
+MAX_CROP_SIGMA = 1024.0
 
 
 def _flat_level_sizes(level_sizes) -> list[int]:
@@ -138,16 +140,19 @@ def crop_windows(
 ) -> torch.Tensor:
     """Binary mask targets of the positive windows: each window's matched mask on its V×U grid.
 
-    Window p is centred at ``centers[p] = (cy, cx)`` image pixels and has V×U pixels of unit
-    ``sigma_vu`` image pixels (side V·σ_VU × U·σ_VU). Its pixel (v, u) covers
-    ``[cy − V·σ/2 + v·σ, cy − V·σ/2 + (v+1)·σ)`` (same for x), and its value is **one** bilinear
-    sample of ``masks[gt_index[p]]`` at the pixel's centre ``(cy − V·σ/2 + (v + ½)·σ, ...)``,
-    thresholded at ``≥ 0.5``. As RoIAlign with aligned=True, image pixel i's centre is at i + ½, so
-    the sample is taken at pixel-index coordinate ``position − ½``; the mask is 0 outside the image.
-    This is a simplified crop (a single sample per bin, no averaging over the bin): enough for masks
-    whose pixels are not much smaller than σ_VU.
+    detectron2's ``BitMasks.crop_and_resize`` (its mask targets for bitmask/RLE annotations):
+    RoIAlign with ``aligned=True`` and ``sampling_ratio=0`` over the window box, thresholded at
+    ``≥ 0.5``. Window p is centred at ``centers[p] = (cy, cx)`` image pixels and has V×U pixels of
+    unit ``sigma_vu`` image pixels: the box ``[cx − U·σ/2, cx + U·σ/2) × [cy − V·σ/2, cy + V·σ/2)``.
+    Its pixel (v, u) averages ``n × n`` bilinear samples of ``masks[gt_index[p]]``, ``n = ceil(σ)``
+    (RoIAlign's adaptive ``ceil(roi_h / V)``), sample ``iy`` of row v at image coordinate
+    ``cy − V·σ/2 + v·σ + (iy + ½)·σ/n`` (same for x). Image pixel i is centred at i + ½, so a
+    sample reads pixel-index coordinate ``position − ½`` with torchvision's ``roi_align`` border
+    rule: 0 when a coordinate is below −1 or above H (W), else clamped into the image. With integer
+    σ and window edges on integer pixels (the model's windows) every sample falls on a pixel centre
+    and a window pixel is the plain fraction of its σ×σ image pixels that are set.
 
-    Work is O(P·V·U): the windows are never materialised at image resolution.
+    Work is O(P·V·U·ceil(σ)²): the windows are never materialised at image resolution.
 
     For the tensor bipyramid σ_VU = s_0 and V = 2^k·window_sizes[a]; for the baseline heads
     σ_VU = s_k and V = window_sizes[a].
@@ -156,7 +161,7 @@ def crop_windows(
         masks: ``(G, Himg, Wimg)`` bool/uint8/float binary masks.
         gt_index: ``(P,)`` int64 index in [0, G) of each window's mask (``matched`` of its window).
         centers: ``(P, 2)`` float window centres ``(cy, cx)``, image pixels.
-        sigma_vu: unit σ_VU of the window grid, image pixels.
+        sigma_vu: unit σ_VU of the window grid, image pixels, in (0, 1024].
         V: window grid height (pixels).
         U: window grid width (pixels).
 
@@ -259,8 +264,8 @@ def _crop_windows_fake(masks, gt_index, centers, sigma_vu, V, U):
     )
     if not centers.is_floating_point():
         raise TypeError(f"{op}: `centers` must be a floating point tensor, got {centers.dtype}")
-    if not (0 < sigma_vu < float("inf")):
-        raise ValueError(f"{op}: `sigma_vu` must be a positive finite number, got {sigma_vu}")
+    if not (0 < sigma_vu <= MAX_CROP_SIGMA):
+        raise ValueError(f"{op}: `sigma_vu` must be a positive number at most {MAX_CROP_SIGMA:g} (pixels), got {sigma_vu}")
     if V < 1:
         raise ValueError(f"{op}: `V` must be a positive integer, got {V}")
     if U < 1:

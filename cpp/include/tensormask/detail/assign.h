@@ -146,37 +146,68 @@ C10_HOST_DEVICE inline int64_t resolve_label(bool crowd, int64_t count, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------------
-// crop_windows: one bilinear sample of the binary mask per window pixel, thresholded at 0.5.
-// Window pixel (v, u) of a window centred at (cy, cx) with V×U pixels of unit σ is centred at
-//   py = cy − V·σ/2 + (v + 0.5)·σ,   px = cx − U·σ/2 + (u + 0.5)·σ   (image pixels),
-// image pixel i's centre being at i + 0.5 (RoIAlign aligned=True): the sample is taken at
-// pixel-index coordinates (py − 0.5, px − 0.5), with zeros outside the image.
+// crop_windows: detectron2's BitMasks.crop_and_resize, i.e. RoIAlign(aligned=True, sampling_ratio=0)
+// of the binary mask over the window box, then >= 0.5.
+// The window centred at (cy, cx) with V×U pixels of unit σ is the box [cx − U·σ/2, cx + U·σ/2) ×
+// [cy − V·σ/2, cy + V·σ/2). Its pixel (v, u) is the bin [top + v·σ, top + (v+1)·σ) (same for x) and
+// averages n_y × n_x bilinear samples, n = ceil(σ) per axis (RoIAlign's adaptive ceil(roi_h / V)),
+// sample iy of bin v at image coordinate top + v·σ + (iy + 0.5)·σ/n, i.e. at pixel-index coordinate
+// (image coordinate − 0.5): image pixel i's centre is at i + 0.5 (aligned=True).
+// Each sample follows torchvision's roi_align bilinear rule: 0 if the coordinate is < −1 or > H
+// (W) on either axis; else clamped to [0, H−1] (border pixels extend half a pixel and more).
 // ---------------------------------------------------------------------------------------------------
 
-// Sample coordinate (pixel-index space) of window pixel v along one axis.
-C10_HOST_DEVICE inline double crop_coord(double centre, double sigma, int64_t size, int64_t v) {
-  return centre - double(size) * sigma / 2.0 + (double(v) + 0.5) * sigma - 0.5;
+// Bound on σ_VU: a window pixel averages ceil(σ)² samples (128² for the baseline head at P7).
+constexpr double kMaxCropSigma = 1024.0;
+
+// Samples per bin along one axis: RoIAlign's adaptive count ceil(roi_size / pooled_size) = ceil(σ).
+C10_HOST_DEVICE inline int64_t crop_samples(double sigma) {
+  const double n = ::ceil(sigma);
+  return n < 1.0 ? 1 : static_cast<int64_t>(n);
 }
 
-// Bilinear sample of the (H, W) row-major mask at pixel-index coordinates (sy, sx); 0 outside.
+// Pixel-index coordinate of sample i (of n) of window pixel v along one axis.
+C10_HOST_DEVICE inline double crop_coord(double centre, double sigma, int64_t size, int64_t v, int64_t i, int64_t n) {
+  return centre - double(size) * sigma / 2.0 - 0.5 + double(v) * sigma + (double(i) + 0.5) * sigma / double(n);
+}
+
+// Bilinear sample of the (H, W) row-major mask at pixel-index coordinates (sy, sx), torchvision's
+// roi_align rule: 0 outside [−1, H] × [−1, W] (and for NaN), coordinates clamped to the image.
 template <typename scalar_t>
-C10_HOST_DEVICE inline double bilinear_zero_pad(const scalar_t* mask, int64_t H, int64_t W, double sy, double sx) {
-  if (!(sy > -1.0 && sy < double(H) && sx > -1.0 && sx < double(W))) return 0.0;  // also NaN
-  const double fy = ::floor(sy), fx = ::floor(sx);
-  const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
-  const double ly = sy - fy, lx = sx - fx, hy = 1.0 - ly, hx = 1.0 - lx;
-  auto at = [&](int64_t yy, int64_t xx) -> double {
-    return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? static_cast<double>(mask[yy * W + xx]) : 0.0;
-  };
-  return hy * hx * at(y0, x0) + hy * lx * at(y0, x0 + 1) + ly * hx * at(y0 + 1, x0) + ly * lx * at(y0 + 1, x0 + 1);
+C10_HOST_DEVICE inline double bilinear_roi_align(const scalar_t* mask, int64_t H, int64_t W, double sy, double sx) {
+  if (!(sy >= -1.0 && sy <= double(H) && sx >= -1.0 && sx <= double(W))) return 0.0;  // also NaN
+  if (sy <= 0.0) sy = 0.0;
+  if (sx <= 0.0) sx = 0.0;
+  int64_t y0 = static_cast<int64_t>(sy), x0 = static_cast<int64_t>(sx), y1, x1;
+  if (y0 >= H - 1) {
+    y0 = y1 = H - 1;
+    sy = double(y0);
+  } else {
+    y1 = y0 + 1;
+  }
+  if (x0 >= W - 1) {
+    x0 = x1 = W - 1;
+    sx = double(x0);
+  } else {
+    x1 = x0 + 1;
+  }
+  const double ly = sy - double(y0), lx = sx - double(x0), hy = 1.0 - ly, hx = 1.0 - lx;
+  auto at = [&](int64_t yy, int64_t xx) -> double { return static_cast<double>(mask[yy * W + xx]); };
+  return hy * hx * at(y0, x0) + hy * lx * at(y0, x1) + ly * hx * at(y1, x0) + ly * lx * at(y1, x1);
 }
 
-// Binary crop value of window pixel (v, u).
+// Binary crop value of window pixel (v, u): the mean of its n_y·n_x samples, >= 0.5.
 template <typename scalar_t>
 C10_HOST_DEVICE inline float crop_value(const scalar_t* mask, int64_t H, int64_t W, double cy, double cx,
                                         double sigma, int64_t V, int64_t U, int64_t v, int64_t u) {
-  const double val = bilinear_zero_pad(mask, H, W, crop_coord(cy, sigma, V, v), crop_coord(cx, sigma, U, u));
-  return val >= 0.5 ? 1.0f : 0.0f;
+  if (H <= 0 || W <= 0) return 0.0f;
+  const int64_t n = crop_samples(sigma);
+  double sum = 0.0;
+  for (int64_t iy = 0; iy < n; ++iy) {
+    const double sy = crop_coord(cy, sigma, V, v, iy, n);
+    for (int64_t ix = 0; ix < n; ++ix) sum += bilinear_roi_align(mask, H, W, sy, crop_coord(cx, sigma, U, u, ix, n));
+  }
+  return sum / double(n * n) >= 0.5 ? 1.0f : 0.0f;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -286,8 +317,8 @@ inline void check_crop_args(const at::Tensor& masks, const at::Tensor& gt_index,
                     ": `centers` must have shape (P, 2) = (", gt_index.size(0), ", 2), got ", centers.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(centers.scalar_type()), op,
                    ": `centers` must be a floating point tensor, got ", centers.scalar_type());
-  TORCH_CHECK_VALUE(std::isfinite(sigma_vu) && sigma_vu > 0, op,
-                    ": `sigma_vu` must be a positive finite number, got ", sigma_vu);
+  TORCH_CHECK_VALUE(std::isfinite(sigma_vu) && sigma_vu > 0 && sigma_vu <= kMaxCropSigma, op,
+                    ": `sigma_vu` must be a positive number at most ", kMaxCropSigma, " (pixels), got ", sigma_vu);
   TORCH_CHECK_VALUE(V >= 1, op, ": `V` must be a positive integer, got ", V);
   TORCH_CHECK_VALUE(U >= 1, op, ": `U` must be a positive integer, got ", U);
   check_same_device(gt_index, "gt_index", masks, "masks", op);
