@@ -99,7 +99,7 @@ def to_model_inputs(samples: list[Sample]) -> tuple[list[torch.Tensor], list[Ins
     for s in samples:
         crowd = s.crowd_masks.any(dim=0) if s.crowd_masks.shape[0] > 0 else None
         images.append(s.image)
-        targets.append(InstanceTargets(s.masks, s.boxes, s.labels, crowd))
+        targets.append(InstanceTargets(s.masks, s.boxes, s.labels, crowd, s.polygons))
     return images, targets
 
 

@@ -1,6 +1,8 @@
 """Training targets of every sliding window (paper §4.2): native label assignment
 (:func:`tensormask.ops.assign_windows`), box deltas of the positives and their GT mask crops on each
-window's own grid (:func:`tensormask.ops.crop_windows`).
+window's own grid, as detectron2 makes them: the polygons of a polygon annotation rasterised inside
+the window (:func:`tensormask.ops.crop_polygons`), RoIAlign of the bitmask of an RLE/bitmask
+annotation (:func:`tensormask.ops.crop_windows`), both ≥ 0.5 → foreground.
 
 Units: boxes and centres in image pixels of the network input (after resizing, before padding —
 padding is added at the bottom/right and moves nothing).
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import AssignConfig
-from ..ops import assign_windows, crop_windows
+from ..ops import assign_windows, crop_polygons, crop_windows
 from ..ops.assign import IGNORE
 from .box_coder import Box2BoxTransform
 from .heads import WindowGeometry
@@ -26,17 +28,21 @@ class InstanceTargets:
     """Ground truth of one image at network-input resolution.
 
     Attributes:
-        masks: ``(G, H, W)`` bool instance masks.
-        boxes: ``(G, 4)`` float tight boxes of the masks, XYXY, x2/y2 exclusive pixel edges.
+        masks: ``(G, H, W)`` bool instance masks (read for the instances without polygons).
+        boxes: ``(G, 4)`` float ground-truth boxes (the annotations' ``bbox``, detectron2), XYXY,
+            x2/y2 exclusive pixel edges.
         labels: ``(G,)`` int64 contiguous class ids in [0, K).
         crowd_mask: ``(H, W)`` bool union of crowd regions (windows centred there are ignored), or
             ``None``.
+        polygons: per instance, its polygons (a list of float64 ``(2n,)`` arrays ``[x0, y0, ...]``,
+            image pixels) or ``None`` to crop ``masks[i]`` instead; ``None`` = no polygons at all.
     """
 
     masks: torch.Tensor
     boxes: torch.Tensor
     labels: torch.Tensor
     crowd_mask: torch.Tensor | None = None
+    polygons: Sequence | None = None
 
     def to(self, device: torch.device | str) -> InstanceTargets:
         return InstanceTargets(
@@ -44,7 +50,24 @@ class InstanceTargets:
             self.boxes.to(device),
             self.labels.to(device),
             None if self.crowd_mask is None else self.crowd_mask.to(device),
+            self.polygons,
         )
+
+
+def crop_targets(gt: InstanceTargets, gt_index: torch.Tensor, centers: torch.Tensor, g: WindowGeometry) -> torch.Tensor:
+    """``(P, V, V)`` float32 mask targets of P positive windows of one (level, size) of one image:
+    :func:`~tensormask.ops.crop_polygons` for polygon instances, :func:`~tensormask.ops.crop_windows`
+    for the others (``gt_index`` (P,) instances, ``centers`` (P, 2) window centres (cy, cx))."""
+    polys = gt.polygons
+    if polys is None or all(polys[i] is None for i in gt_index.tolist()):
+        return crop_windows(gt.masks, gt_index, centers, g.sigma_vu_px, g.size, g.size)
+    is_poly = torch.tensor([polys[i] is not None for i in gt_index.tolist()], dtype=torch.bool, device=gt_index.device)
+    out = torch.empty((gt_index.shape[0], g.size, g.size), dtype=torch.float32, device=gt.masks.device)
+    out[is_poly] = crop_polygons(polys, gt_index[is_poly], centers[is_poly], g.sigma_vu_px, g.size, g.size).to(out.device)
+    rest = ~is_poly
+    if bool(rest.any()):
+        out[rest] = crop_windows(gt.masks, gt_index[rest], centers[rest], g.sigma_vu_px, g.size, g.size)
+    return out
 
 
 def window_boxes(index: torch.Tensor, strides: Sequence[int], window_sizes: Sequence[int]) -> torch.Tensor:
@@ -123,7 +146,7 @@ def build_targets(
                     continue
                 g = geometry[k][a]
                 centers = index[sel][:, 2:].float() * strides[k]  # (cy, cx)
-                mask_parts[k][a].append(crop_windows(gt.masks, gt_index[sel], centers, g.sigma_vu_px, g.size, g.size))
+                mask_parts[k][a].append(crop_targets(gt, gt_index[sel], centers, g))
     pos_index = torch.cat(pos_rows) if pos_rows else torch.zeros(0, 5, dtype=torch.int64, device=device)
     assert pos_index.shape[1] == 5 and (pos_index[:, IMAGE] >= 0).all()
     return WindowTargets(

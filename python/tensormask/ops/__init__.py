@@ -22,3 +22,7 @@ from .nms import batched_nms  # noqa: E402
 from .paste_masks import masks_to_rle, paste_masks  # noqa: E402
 
 __all__ += ["batched_nms", "paste_masks", "masks_to_rle"]
+
+from .crop_polygons import crop_polygons  # noqa: E402
+
+__all__ += ["crop_polygons"]
