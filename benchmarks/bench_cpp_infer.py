@@ -43,7 +43,7 @@ def main() -> int:
 
     from tensormask.config import Config, load_config, merge
     from tensormask.data import load_image
-    from tensormask.data.transforms import resized_shape
+    from tensormask.data.transforms import resize_image, resized_shape
     from tensormask.demo import DEMO_CONFIG
     from tensormask.export import export_model
 
@@ -60,8 +60,7 @@ def main() -> int:
 
         def python_infer():
             nh, nw, _ = resized_shape(h, w, cfg.data.test_min_size, cfg.data.test_max_size)
-            resized = torch.nn.functional.interpolate(image[None].float(), size=(nh, nw), mode="bilinear",
-                                                      align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+            resized = resize_image(image, nh, nw)
             with torch.no_grad():
                 return model([resized], output_sizes=[(h, w)])[0]
 

@@ -5,8 +5,8 @@
 //
 // Reads PNG/JPEG/BMP images with stb_image (EXIF orientation is not applied; images of more than
 // kMaxImagePixels are refused from their header, before decoding), resizes them as
-// `tensormask predict` does (shorter side data.test_min_size, longer ≤ data.test_max_size, antialiased
-// bilinear), runs the model, and prints COCO-style results (bbox XYWH, score, category_id, compressed
+// `tensormask predict` does (shorter side data.test_min_size, longer ≤ data.test_max_size, Pillow's
+// bilinear as detectron2), runs the model, and prints COCO-style results (bbox XYWH, score, category_id, compressed
 // RLE segmentation as pycocotools writes it) as JSON to stdout, or to DIR/results.json with
 // DIR/<image>_overlay.png. Errors: one line on stderr, exit status 1 (2 for bad options).
 #include <ATen/ATen.h>

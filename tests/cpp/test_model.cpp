@@ -202,5 +202,64 @@ TEST(Model, ForwardGivesWellFormedDetections) {
 TEST(Model, ResizedShapeMatchesDetectron2Rule) {
   EXPECT_EQ(tmm::resized_shape(240, 320, 256, 448), (std::array<int64_t, 2>{256, 341}));
   EXPECT_EQ(tmm::resized_shape(100, 1000, 800, 1333), (std::array<int64_t, 2>{133, 1333}));
+  EXPECT_EQ(tmm::resized_shape(480, 640, 800, 1333), (std::array<int64_t, 2>{800, 1067}));   // 1066.67
+  EXPECT_EQ(tmm::resized_shape(600, 1000, 800, 1333), (std::array<int64_t, 2>{800, 1333}));  // 799.8 after the cap
+  EXPECT_EQ(tmm::resized_shape(801, 1201, 800, 1333), (std::array<int64_t, 2>{800, 1200}));  // 1199.5006
+  // .5 boundaries as detectron2's float64 steps give them: 800/352·704 = 1600.0000000000002, so
+  // 800·1333/1600.0000000000002 = 666.4999… → 666; 800/298·596 = 1600 exactly: 666.5 → 667.
+  EXPECT_EQ(tmm::resized_shape(352, 704, 800, 1333), (std::array<int64_t, 2>{666, 1333}));
+  EXPECT_EQ(tmm::resized_shape(298, 596, 800, 1333), (std::array<int64_t, 2>{667, 1333}));
+}
+
+TEST(Model, ResizeImageIsPillowBilinear) {
+  // A formula image, 23×31; expected values from PIL.Image.resize((w, h), BILINEAR) (Pillow 13):
+  // sum over the (3, h, w) output in C order of value·(i mod 251 + 1), and two pixels.
+  const int64_t h = 23, w = 31;
+  at::Tensor img = torch::empty({3, h, w}, torch::kByte);
+  auto a = img.accessor<uint8_t, 3>();
+  for (int64_t c = 0; c < 3; ++c)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) a[c][y][x] = static_cast<uint8_t>((x * 37 + y * 61 + c * 89 + x * y) % 256);
+  struct Case {
+    int64_t nh, nw, checksum, px_c1_y2_x3, px_c2_last;
+  };
+  for (const Case& t : {Case{40, 57, 109026226, 199, 218}, Case{9, 13, 4642218, 124, 126}, Case{23, 12, 12460303, 75, 156},
+                        Case{50, 31, 73734568, 75, 218}}) {
+    const at::Tensor out = tmm::resize_image(img, t.nh, t.nw);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, t.nh, t.nw}));
+    ASSERT_EQ(out.scalar_type(), torch::kByte);
+    const at::Tensor flat = out.reshape({-1}).to(torch::kLong);
+    const at::Tensor weight = torch::arange(flat.size(0), torch::kLong).remainder(251) + 1;
+    EXPECT_EQ((flat * weight).sum().item<int64_t>(), t.checksum) << t.nh << "x" << t.nw;
+    EXPECT_EQ(out[1][2][3].item<int64_t>(), t.px_c1_y2_x3) << t.nh << "x" << t.nw;
+    EXPECT_EQ(out[2][t.nh - 1][t.nw - 1].item<int64_t>(), t.px_c2_last) << t.nh << "x" << t.nw;
+  }
+  EXPECT_TRUE(torch::equal(tmm::resize_image(img, h, w), img));
+  EXPECT_NE(error_of([&] { tmm::resize_image(img.to(torch::kFloat), 5, 5); }).find("uint8"), std::string::npos);
+}
+
+TEST(Model, PadsTo32AndRunsP7OnSizesNotDivisibleBy128) {
+  auto cfg = tiny_config();
+  cfg.fpn.max_level = 7;
+  cfg.fpn.size_divisibility = tmm::FPNConfig{}.size_divisibility;
+  EXPECT_EQ(cfg.fpn.size_divisibility, 32);
+  cfg.inference.score_thresh = 0.0;
+  tmm::TensorMask model(cfg);
+  model.load_weights(random_weights(model));
+  std::vector<std::array<int64_t, 2>> sizes;
+  // ⌈801/32⌉·32 = 832, ⌈1201/32⌉·32 = 1216 (with 128: 896×1280)
+  EXPECT_EQ(model.preprocess({torch::zeros({3, 801, 1201}, torch::kByte)}, sizes).sizes(), (std::vector<int64_t>{1, 3, 832, 1216}));
+  EXPECT_EQ(model.preprocess({torch::zeros({3, 352, 528}, torch::kByte)}, sizes).sizes(), (std::vector<int64_t>{1, 3, 352, 544}));
+  // 70×90 pads to 96×96: P6 = ⌈3/2⌉ = 2, P7 = 1
+  torch::manual_seed(1);
+  const auto dets = model.forward({torch::randint(0, 256, {3, 70, 90}, torch::kByte)}, {{35, 45}});
+  const auto& d = dets[0];
+  ASSERT_GT(d.scores.size(0), 0);
+  EXPECT_EQ(d.masks.sizes(), (std::vector<int64_t>{d.scores.size(0), 35, 45}));
+  // NMS, then clipping to the output image, then empty boxes dropped: every box inside, non-empty
+  EXPECT_TRUE((d.boxes.select(1, 2) > d.boxes.select(1, 0)).all().item<bool>());
+  EXPECT_TRUE((d.boxes.select(1, 3) > d.boxes.select(1, 1)).all().item<bool>());
+  EXPECT_TRUE((d.boxes >= 0).all().item<bool>() && (d.boxes.select(1, 2) <= 45).all().item<bool>() &&
+              (d.boxes.select(1, 3) <= 35).all().item<bool>());
 }
 #endif  // TENSORMASK_WITH_MODEL

@@ -30,19 +30,18 @@ def run_infer(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def python_detections(model, cfg, path: str, threads: int) -> list[dict]:
-    """`tensormask predict`'s path: PIL image, test resize (antialiased bilinear), model at the
+    """`tensormask predict`'s path: PIL image, test resize (detectron2's: PIL bilinear), model at the
     original size, COCO entries; on ``threads`` threads, as the C++ run it is compared with (the
     reductions of GroupNorm in channels_last split by thread, and so round differently)."""
     from tensormask.data import load_image
-    from tensormask.data.transforms import resized_shape
+    from tensormask.data.transforms import resize_image, resized_shape
     from tensormask.engine.evaluator import detections_to_coco
 
     rgb = load_image(path)
     h, w = rgb.shape[:2]
     nh, nw, _ = resized_shape(h, w, cfg.data.test_min_size, cfg.data.test_max_size)
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
-    resized = torch.nn.functional.interpolate(image[None].float(), size=(nh, nw), mode="bilinear",
-                                              align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+    resized = resize_image(image, nh, nw)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -37,7 +37,7 @@ struct FPNConfig {
   std::string fuse_type = "avg";             // "avg" (paper) or "sum"
   int64_t min_level = 2;
   int64_t max_level = 7;
-  int64_t size_divisibility = 128;
+  int64_t size_divisibility = 32;            // input padding: a multiple of the res5 stride (detectron2)
 };
 
 struct HeadConfig {
@@ -138,11 +138,12 @@ class TensorMask : public torch::nn::Module {
 std::shared_ptr<TensorMask> load_model(const std::string& weights_path, const ModelConfig& cfg);
 
 // ---- Test-time transform (python/tensormask/data/transforms.py) -------------------------------------
-// The size after scaling the shorter side to `short_edge`, the longer side capped at `max_size`
-// (detectron2's rule: int(h·scale + 0.5)).
+// The size after scaling the shorter side to `short_edge`, the longer side capped at `max_size`:
+// detectron2's ResizeShortestEdge.get_output_shape (its float64 operations, int(x + 0.5)), at least 1.
 std::array<int64_t, 2> resized_shape(int64_t h, int64_t w, int64_t short_edge, int64_t max_size);
-// `tensormask predict`'s resize: uint8 (3, H, W) RGB → uint8 (3, new_h, new_w), bilinear with
-// antialiasing (align_corners=False), rounded and clamped to 0–255.
+// `tensormask predict`'s resize: uint8 (C, H, W) → uint8 (C, new_h, new_w), Pillow's BILINEAR resample
+// (detectron2's ResizeTransform on uint8 images; detail/resample.h): the classic horizontal-then-vertical
+// passes, bit-exact with Pillow's Resample.c. std::runtime_error for other dtypes or empty sizes.
 at::Tensor resize_image(const at::Tensor& image, int64_t new_h, int64_t new_w);
 
 }  // namespace tensormask::model

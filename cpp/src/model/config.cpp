@@ -182,8 +182,8 @@ void validate(const ModelConfig& cfg) {
   if (f.max_level < 5 || f.max_level > 12) fail("model.fpn.max_level must be in 5..12");
   check_range("model.fpn.out_channels", f.out_channels, 1, kMaxChannels);
   check_range("model.fpn.size_divisibility", f.size_divisibility, 1, kMaxSizeDivisibility);
-  if (f.size_divisibility <= 0 || f.size_divisibility % (int64_t{1} << f.max_level) != 0)
-    fail("model.fpn.size_divisibility must be a positive multiple of 2^max_level");
+  if (f.size_divisibility <= 0 || f.size_divisibility % 32 != 0)  // res5's stride; P6/P7 round up (detectron2)
+    fail("model.fpn.size_divisibility must be a positive multiple of 32 (the res5 stride)");
   const auto& h = cfg.head;
   check_choice("model.head.mask_head", h.mask_head,
                {"simple_natural", "simple_aligned", "upscale_natural", "upscale_aligned", "bipyramid"});

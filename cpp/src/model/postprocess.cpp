@@ -1,6 +1,7 @@
 // Inference post-processing (paper §4.3, §A.4; python/tensormask/modeling/postprocess.py, same steps
 // and the same ATen calls): score threshold, top-k, box decoding (Box2BoxTransform) or mask boxes,
-// class-aware NMS, sparse mask decoding of the kept windows, pasting.
+// class-aware NMS on the unclipped boxes, the top detections_per_image, boxes scaled to the output size,
+// clipped and empty ones dropped (detectron2's order), sparse mask decoding of the kept windows, pasting.
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -143,12 +144,22 @@ std::vector<Detections> postprocess(const ModelConfig& mcfg, const TensorMaskHea
     } else {
       boxes = apply_deltas(deltas[n].index({win}).to(at::kFloat), wboxes, mcfg.bbox_reg_weights);
     }
-    boxes.slice(1, 0, 4, 2).clamp_(0, w_in);
-    boxes.slice(1, 1, 4, 2).clamp_(0, h_in);
-    const at::Tensor keep = ops::batched_nms(boxes, cand_scores, labels, cfg.nms_thresh).slice(0, 0, cfg.detections_per_image);
+    // postprocess.py select_detections: NMS on the unclipped boxes, the first detections_per_image,
+    // scaled to the output size, clipped to it (Boxes.clip), empty boxes dropped (nonempty(0)).
+    const double sx = static_cast<double>(w_out) / static_cast<double>(w_in);
+    const double sy = static_cast<double>(h_out) / static_cast<double>(h_in);
+    const at::Tensor scale = at::tensor({static_cast<float>(sx), static_cast<float>(sy), static_cast<float>(sx),
+                                         static_cast<float>(sy)}, boxes.options());
+    at::Tensor keep = ops::batched_nms(boxes, cand_scores, labels, cfg.nms_thresh).slice(0, 0, cfg.detections_per_image);
+    boxes = boxes.index({keep}) * scale;
+    boxes = at::stack({boxes.select(1, 0).clamp(0, w_out), boxes.select(1, 1).clamp(0, h_out),
+                       boxes.select(1, 2).clamp(0, w_out), boxes.select(1, 3).clamp(0, h_out)}, 1);
+    const at::Tensor nonempty = at::nonzero(((boxes.select(1, 2) - boxes.select(1, 0)) > 0) &
+                                            ((boxes.select(1, 3) - boxes.select(1, 1)) > 0)).squeeze(1);
+    keep = keep.index({nonempty});
+    boxes = boxes.index({nonempty});
     index = index.index({keep});
     wboxes = wboxes.index({keep});
-    boxes = boxes.index({keep});
     if (have_soft) {
       std::vector<at::Tensor> kept;
       const auto* ids = keep.data_ptr<int64_t>();
@@ -157,12 +168,7 @@ std::vector<Detections> postprocess(const ModelConfig& mcfg, const TensorMaskHea
     } else {
       soft = decode_soft_masks(head, outputs.mask_features, static_cast<int64_t>(n), index);
     }
-    const double sx = static_cast<double>(w_out) / static_cast<double>(w_in);
-    const double sy = static_cast<double>(h_out) / static_cast<double>(h_in);
-    const at::Tensor scale = at::tensor({static_cast<float>(sx), static_cast<float>(sy), static_cast<float>(sx),
-                                         static_cast<float>(sy)}, boxes.options());
-    boxes = boxes * scale;
-    wboxes = wboxes * scale;
+    wboxes = wboxes * scale.to(wboxes.scalar_type());  // masks are pasted in their (unclipped) windows
     at::Tensor masks = at::zeros({keep.size(0), h_out, w_out}, at::TensorOptions().dtype(at::kBool));
     std::vector<int64_t> sizes;
     for (const auto& m : soft) sizes.push_back(m.size(0));

@@ -1,5 +1,6 @@
 // The TensorMask model (python/tensormask/modeling/tensormask.py, eval mode): preprocess, backbone +
-// FPN, heads, post-processing; strict weight loading; the test-time resize of `tensormask predict`.
+// FPN, heads, post-processing; strict weight loading; the test-time resize of `tensormask predict`
+// (detectron2's ResizeShortestEdge: its output size, PIL-bilinear pixels, detail/resample.h).
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -8,6 +9,7 @@
 
 #include "json_util.h"
 #include "modules.h"
+#include "tensormask/detail/resample.h"
 #include "tensormask/io.h"
 
 namespace tensormask::model {
@@ -118,18 +120,30 @@ std::shared_ptr<TensorMask> load_model(const std::string& weights_path, const Mo
 }
 
 std::array<int64_t, 2> resized_shape(int64_t h, int64_t w, int64_t short_edge, int64_t max_size) {
-  double scale = static_cast<double>(short_edge) / static_cast<double>(std::min(h, w));
-  if (static_cast<double>(std::max(h, w)) * scale > static_cast<double>(max_size))
-    scale = static_cast<double>(max_size) / static_cast<double>(std::max(h, w));
-  return {std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(h) * scale + 0.5)),
-          std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(w) * scale + 0.5))};
+  // detectron2's ResizeShortestEdge.get_output_shape, its float64 operations in its order.
+  const double size = static_cast<double>(short_edge);
+  const double scale = size / static_cast<double>(std::min(h, w));
+  double new_h = h < w ? size : scale * static_cast<double>(h);
+  double new_w = h < w ? scale * static_cast<double>(w) : size;
+  if (std::max(new_h, new_w) > static_cast<double>(max_size)) {
+    const double cap = static_cast<double>(max_size) / std::max(new_h, new_w);
+    new_h *= cap;
+    new_w *= cap;
+  }
+  return {std::max<int64_t>(1, static_cast<int64_t>(new_h + 0.5)), std::max<int64_t>(1, static_cast<int64_t>(new_w + 0.5))};
 }
 
 at::Tensor resize_image(const at::Tensor& image, int64_t new_h, int64_t new_w) {
   c10::InferenceMode guard;
-  const at::Tensor x = image.unsqueeze(0).to(at::kFloat);
-  const at::Tensor y = at::_upsample_bilinear2d_aa(x, {new_h, new_w}, false, std::nullopt, std::nullopt);
-  return y[0].round().clamp(0, 255).to(at::kByte);
+  if (image.dim() != 3 || image.scalar_type() != at::kByte || image.size(1) < 1 || image.size(2) < 1 || new_h < 1 || new_w < 1)
+    throw std::runtime_error("resize_image: expected a non-empty uint8 (C, H, W) image and a positive size, got " +
+                             c10::str(image.sizes()) + " -> " + std::to_string(new_h) + "x" + std::to_string(new_w));
+  const at::Tensor hwc = image.permute({1, 2, 0}).contiguous();
+  at::Tensor out = at::empty({new_h, new_w, image.size(0)}, hwc.options());
+  detail::resize_bilinear_pil(hwc.data_ptr<uint8_t>(), static_cast<int>(image.size(1)), static_cast<int>(image.size(2)),
+                              static_cast<int>(image.size(0)), out.data_ptr<uint8_t>(), static_cast<int>(new_h),
+                              static_cast<int>(new_w));
+  return out.permute({2, 0, 1}).contiguous();
 }
 
 }  // namespace tensormask::model

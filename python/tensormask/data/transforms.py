@@ -28,18 +28,49 @@ __all__ = [
     "resize_sample",
     "hflip_sample",
     "resized_shape",
+    "resize_image",
 ]
 
 
 def resized_shape(h: int, w: int, short_edge: int, max_size: int) -> tuple[int, int, float]:
     """Size after scaling the shorter side to ``short_edge``, the longer capped at ``max_size``.
 
-    Returns ``(new_h, new_w, scale)`` with ``scale`` the factor before rounding (detectron2's rule).
+    detectron2's ``ResizeShortestEdge.get_output_shape``, with its float64 operations in its order
+    (sizes on a .5 boundary round as there, e.g. 352×704 → 666×1333): the shorter side becomes
+    ``short_edge``, the longer ``short_edge / min(h, w) · max(h, w)``; if the longer exceeds
+    ``max_size`` both are multiplied by ``max_size / longer``; then ``int(x + 0.5)`` (at least 1 here,
+    where detectron2 would produce an empty image).
+
+    Returns ``(new_h, new_w, scale)`` with ``scale = new_h / h`` before rounding.
     """
-    scale = short_edge / min(h, w)
-    if max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)), scale
+    size = float(short_edge)
+    scale = size / min(h, w)
+    new_h, new_w = (size, scale * w) if h < w else (scale * h, size)
+    if max(new_h, new_w) > max_size:
+        cap = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * cap, new_w * cap
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5)), new_h / h
+
+
+def resize_image(image: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+    """Resize a ``(C, H, W)`` image to ``(C, new_h, new_w)`` as detectron2's ``ResizeTransform``.
+
+    uint8 images: ``PIL.Image.resize((new_w, new_h), BILINEAR)`` on the HWC array (Pillow's bilinear
+    filter widens with the downscale factor, i.e. antialiases; fixed-point weights, uint8 rounding
+    after each pass) — detectron2's pixels exactly. Other dtypes: ``F.interpolate`` bilinear with
+    antialiasing (align_corners=False), same dtype.
+    """
+    if image.dtype != torch.uint8:
+        out = F.interpolate(image[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+        return out[0].to(image.dtype)
+    if tuple(image.shape[-2:]) == (new_h, new_w):
+        return image.clone()
+    from PIL import Image
+
+    hwc = image.permute(1, 2, 0).contiguous().cpu().numpy()
+    pil = Image.fromarray(hwc[:, :, 0] if hwc.shape[2] == 1 else hwc)
+    out = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+    return torch.from_numpy(out.reshape(new_h, new_w, -1).copy()).permute(2, 0, 1).contiguous().to(image.device)
 
 
 def _drop_empty(sample: Sample) -> Sample:
@@ -102,7 +133,7 @@ def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def resize_sample(sample: Sample, new_h: int, new_w: int, scale: float | None = None) -> Sample:
-    """Resize image (bilinear, antialiased), masks (nearest at pixel centres), boxes and polygons.
+    """Resize image (:func:`resize_image`: PIL bilinear as detectron2), masks (nearest at pixel centres), boxes and polygons.
 
     Boxes and polygons are scaled per axis by ``new_w / W`` and ``new_h / H`` as coordinates
     (detectron2's ``ResizeTransform``), boxes then clipped to the image. RLE/bitmask instances whose
@@ -115,9 +146,7 @@ def resize_sample(sample: Sample, new_h: int, new_w: int, scale: float | None = 
         scale = new_h / h
     if (new_h, new_w) == (h, w):
         return sample.replace(scale=sample.scale * scale)
-    img = sample.image[None].float()
-    img = F.interpolate(img, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    img = img[0].round_().clamp_(0, 255).to(torch.uint8)
+    img = resize_image(sample.image, new_h, new_w)
     out = sample.replace(
         image=img,
         masks=_resize_masks(sample.masks, (new_h, new_w)),
