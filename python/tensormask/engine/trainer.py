@@ -352,8 +352,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, time_limit_s
             if s.max_iter == done:
                 bar.write(f"      time limit reached: training ends at iteration {done}")
         if limit is not None and done == limit.measure_to:  # single process: this is the main one
-            how = (f"LR steps scaled to {list(s.steps)}; refitted until the first" if s.lr_schedule == "step"
-                   else f"{s.lr_schedule} LR decay to 0 at the end; refitted as it trains")
+            how = (f"LR steps scaled to {list(s.steps)}" if s.lr_schedule == "step"
+                   else f"{s.lr_schedule} LR decay to 0 at the end") + "; refitted as it trains"
             fits = (f"{s.max_iter} of {limit.full.max_iter} iterations fit the time limit ({how})" if refit else
                     f"all {s.max_iter} iterations fit the time limit")
             bar.write(f"      this machine: {limit.seconds_per_iter:.2f} s/iteration → {fits}")
