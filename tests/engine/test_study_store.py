@@ -41,6 +41,8 @@ def test_record_folder_lets_a_fresh_clone_continue(shapes_dataset, tmp_path, mon
             rec = json.load(open(study_store.record_path(record, v, seed)))
             assert rec["seed"] == seed and rec["curve"][-1]["iteration"] == 10
     assert os.path.isfile(os.path.join(record, "results.md")) and os.path.isfile(os.path.join(record, "curves.png"))
+    conv = open(os.path.join(record, "convergence.md")).read()
+    assert "| simple_natural | 1 | 10 | 8.0 | 10.0 | +2.0 |" in conv  # curve 4, 8, 10: AP at 8 (80%) and at 10
 
     # a fresh clone: no study folder, only the records; one record removed → only that run trains again
     os.unlink(study_store.record_path(record, "simple_aligned", 1))

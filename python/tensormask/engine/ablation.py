@@ -553,9 +553,10 @@ def run_study(variants: list[Variant], train_json: str, val_json: str, out: str,
         summary = write_results(out, done, variants, meta)
         if record_dir:
             write_results(record_dir, done, variants, meta)
-            from .study_store import plot_curves
+            from .study_store import plot_curves, write_convergence
 
             plot_curves(done, os.path.join(record_dir, "curves.png"))
+            write_convergence(record_dir)
         return summary
 
     n_done = 0

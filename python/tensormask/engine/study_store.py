@@ -155,5 +155,42 @@ def last_fifth_gain(rec: dict[str, Any]) -> float | None:
     return curve[-1]["mask_AP"] - before[-1]["mask_AP"]
 
 
-__all__ = ["record_path", "read_record", "write_record", "read_curve", "claim", "release", "plot_curves",
+def convergence_markdown(records: list[dict[str, Any]]) -> str:
+    """A table of every run's AP curve end: mask AP at 80% of the schedule, at the end, and the gain over
+    the last fifth (the convergence criterion: no longer rising)."""
+    lines = ["## Convergence: mask AP over the last fifth of the schedule", "",
+             "| variant | seed | iterations | AP at 80% | AP at the end | gain over the last fifth |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["variant"], r["seed"])):
+        gain = last_fifth_gain(r)
+        if gain is None:
+            lines.append(f"| {r['variant']} | {r['seed']} | {r['iters']} | – | – | – (no curve) |")
+            continue
+        end = r["curve"][-1]["mask_AP"]
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['iters']} | {end - gain:.1f} | {end:.1f} | {gain:+.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def collect(record_dir: str) -> list[dict[str, Any]]:
+    """Every run record under ``record_dir`` (``<variant>/seed<k>.json``)."""
+    out = []
+    for variant in sorted(os.listdir(record_dir)):
+        folder = os.path.join(record_dir, variant)
+        if os.path.isdir(folder):
+            for name in sorted(os.listdir(folder)):
+                if name.startswith("seed") and name.endswith(".json"):
+                    out.append(read_record(os.path.join(folder, name)))
+    return out
+
+
+def write_convergence(record_dir: str) -> str:
+    """``record_dir/convergence.md`` from the records there (atomic); returns the path."""
+    from .ablation import write_text
+
+    path = os.path.join(record_dir, "convergence.md")
+    write_text(convergence_markdown(collect(record_dir)), path)
+    return path
+
+
+__all__ = ["convergence_markdown", "collect", "write_convergence", "record_path", "read_record", "write_record", "read_curve", "claim", "release", "plot_curves",
            "last_fifth_gain"]
