@@ -224,7 +224,9 @@ TEST(Model, ResizeImageIsPillowBilinear) {
     int64_t nh, nw, checksum, px_c1_y2_x3, px_c2_last;
   };
   for (const Case& t : {Case{40, 57, 109026226, 199, 218}, Case{9, 13, 4642218, 124, 126}, Case{23, 12, 12460303, 75, 156},
-                        Case{50, 31, 73734568, 75, 218}}) {
+                        Case{50, 31, 73734568, 75, 218},
+                        // the height shrinks by more than twice the width's shrink: Pillow 13 goes vertical first
+                        Case{14, 40, 26066613, 141, 180}, Case{5, 25, 4979390, 140, 130}}) {
     const at::Tensor out = tmm::resize_image(img, t.nh, t.nw);
     ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, t.nh, t.nw}));
     ASSERT_EQ(out.scalar_type(), torch::kByte);

@@ -142,8 +142,8 @@ std::shared_ptr<TensorMask> load_model(const std::string& weights_path, const Mo
 // detectron2's ResizeShortestEdge.get_output_shape (its float64 operations, int(x + 0.5)), at least 1.
 std::array<int64_t, 2> resized_shape(int64_t h, int64_t w, int64_t short_edge, int64_t max_size);
 // `tensormask predict`'s resize: uint8 (C, H, W) → uint8 (C, new_h, new_w), Pillow's BILINEAR resample
-// (detectron2's ResizeTransform on uint8 images; detail/resample.h): the classic horizontal-then-vertical
-// passes, bit-exact with Pillow's Resample.c. std::runtime_error for other dtypes or empty sizes.
+// (detectron2's ResizeTransform on uint8 images; detail/resample.h), bit-exact with Pillow 13's
+// Resample.c (pass order included). std::runtime_error for other dtypes or empty sizes.
 at::Tensor resize_image(const at::Tensor& image, int64_t new_h, int64_t new_w);
 
 }  // namespace tensormask::model

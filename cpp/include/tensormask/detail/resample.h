@@ -6,8 +6,10 @@
 //   the triangle filter: antialiasing), support = filterscale, centre = (xx + ½)·scale, taps
 //   x ∈ [⌊centre − support + ½⌋, ⌊centre + support + ½⌋) ∩ [0, in), weights tri((x − centre + ½) / filterscale)
 //   normalised to sum 1, then fixed point: round-half-away(w·2^22);
-// * two passes, horizontal first (skipped when the width is unchanged), each output
-//   clamp((2^21 + Σ pixel·weight) >> 22, 0, 255) — the intermediate image is uint8, as Pillow's.
+// * two passes, each output clamp((2^21 + Σ pixel·weight) >> 22, 0, 255) — the intermediate image is
+//   uint8, as Pillow's; a pass is skipped when its size is unchanged. Horizontal first, except that
+//   Pillow 13 goes vertical first when the height shrinks by more than twice the width's shrink
+//   (h − out_h > 0 and h − out_h > 2·(w − out_w)); older Pillows always go horizontal first.
 //
 // Plain C++ on interleaved HWC uint8 buffers (no ATen), so the exact bits are testable anywhere.
 #pragma once
@@ -79,6 +81,14 @@ inline uint8_t clip8(int32_t v) {
 // row-major) into `out` (out_h × out_w × channels). Sizes must be positive.
 inline void resize_bilinear_pil(const uint8_t* in, int h, int w, int channels, uint8_t* out, int out_h, int out_w) {
   const bool horizontal = out_w != w, vertical = out_h != h;
+  if (horizontal && vertical && h - out_h > 0 && h - out_h > 2 * (w - out_w)) {
+    // Pillow ≥ 13 runs the vertical pass first when the height shrinks by more than twice what the
+    // width shrinks (ImagingResampleInner); the uint8 intermediate makes the order visible.
+    std::vector<uint8_t> temp(static_cast<size_t>(out_h) * w * channels);
+    resize_bilinear_pil(in, h, w, channels, temp.data(), out_h, w);
+    resize_bilinear_pil(temp.data(), out_h, w, channels, out, out_h, out_w);
+    return;
+  }
   std::vector<uint8_t> temp;
   const uint8_t* src = in;
   int src_w = w;
