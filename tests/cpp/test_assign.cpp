@@ -72,8 +72,9 @@ TEST(AssignWindows, BadArgumentsNameTheArgument) {
 }
 
 TEST(CropWindows, HandComputed) {
-  // Mask 0 is the filled square [25, 55)²; the 44-px window at (40, 40) with σ = 4, V = U = 11 samples
-  // pixel-index 19.5 + 4v on each axis: inside the square for v = 2..8 only.
+  // Mask 0 is the filled square [25, 55)²; the 44-px window at (40, 40) with σ = 4, V = U = 11 is the box
+  // [18, 62)²: window pixel v averages image pixels 18 + 4v .. 21 + 4v per axis (RoIAlign, 4×4 samples on
+  // pixel centres), all inside the square for v = 2..8, a quarter for v = 1 and 9: foreground for 2..8 only.
   auto masks = torch::zeros({2, 84, 84}, torch::kBool);
   masks[0].slice(0, 25, 55).slice(1, 25, 55).fill_(true);
   const auto crop = tmo::crop_windows(masks, torch::tensor({0, 1}), torch::tensor({{40.f, 40.f}, {40.f, 40.f}}), 4.0,
