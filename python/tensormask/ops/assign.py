@@ -70,7 +70,7 @@ def assign_windows(
     """Label every sliding window of one image with its ground-truth mask (paper §4.2).
 
     A window (level k, stride s_k, side ``side``, centre c) is *positive* for a non-crowd ground-truth
-    mask m with tight box ``[x1, x2) × [y1, y2)`` (m_w = x2 − x1, m_h = y2 − y1) when:
+    mask m with box ``[x1, x2) × [y1, y2)`` (m_w = x2 − x1, m_h = y2 − y1) when:
 
     (i) **containment**: the window box contains m's box, ``c − side/2 ≤ x1`` and
         ``x2 ≤ c + side/2`` (same for y), and the **size test** holds:
@@ -96,8 +96,9 @@ def assign_windows(
     ``center_thresh·s_k`` of the box centre. The result is deterministic.
 
     Args:
-        gt_boxes: ``(G, 4)`` float tight boxes of the masks, XYXY image pixels, x2/y2 exclusive pixel
-            edges (a mask covering pixel columns 3..7 has x1 = 3, x2 = 8).
+        gt_boxes: ``(G, 4)`` float ground-truth boxes (in training the annotations' ``bbox``, as
+            detectron2), XYXY image pixels, x2/y2 exclusive pixel edges (the tight box of a mask
+            covering pixel columns 3..7 has x1 = 3, x2 = 8).
         gt_is_crowd: ``(G,)`` bool; ``None`` = no crowd box.
         crowd_mask: ``(Himg, Wimg)`` bool/uint8, union of the crowd masks at image resolution;
             ``None`` or a 0×0 tensor when there is none.
