@@ -112,10 +112,10 @@ Options parse_args(int argc, char** argv, bool& help) {
   return o;
 }
 
-// The largest image decoded: 2^28 = 268,435,456 pixels (16384 × 16384; PIL refuses from 2 × 89,478,485).
-// A PNG or JPEG header can declare 60000 × 60000 in a few bytes; the size is checked from the header
-// before anything is allocated.
-constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
+// The largest image decoded: 100 megapixels (e.g. 10000 × 10000), the limit of `tensormask predict`
+// (tensormask.data.coco.MAX_IMAGE_PIXELS). A PNG or JPEG header can declare 60000 × 60000 in a few
+// bytes; the size is checked from the header before anything is allocated.
+constexpr int64_t kMaxImagePixels = 100'000'000;
 
 // uint8 (3, H, W) RGB.
 at::Tensor read_image(const std::string& path) {
@@ -153,7 +153,8 @@ at::Tensor read_image(const std::string& path) {
     throw std::runtime_error("cannot read image " + path + ": it declares " + std::to_string(w) + "x" + std::to_string(h) + " pixels");
   if (static_cast<int64_t>(w) * h > kMaxImagePixels)
     throw std::runtime_error("cannot read image " + path + ": it declares " + std::to_string(w) + "x" + std::to_string(h) +
-                             " pixels, more than the limit of " + std::to_string(kMaxImagePixels) + " (2^28)");
+                             " = " + std::to_string(w * h) + " pixels, more than the limit of " +
+                             std::to_string(kMaxImagePixels) + "; refused before decoding");
   unsigned char* data = stbi_load_from_memory(buf, len, &iw, &ih, &c, 3);
   if (data == nullptr)
     throw std::runtime_error("cannot read image " + path + ": corrupt or truncated (stb_image: " + stbi_failure_reason() + ")");

@@ -228,7 +228,7 @@ def _jpeg_header(width: int, height: int) -> bytes:
 
 def test_hostile_images(exported, tmp_path):
     """Corrupt, truncated, empty and oversized images: one line each, exit status 1, before decoding (a
-    PNG declaring 60000×60000 would need 10.8 GB decoded; the limit is 2^28 pixels)."""
+    PNG declaring 60000×60000 would need 10.8 GB decoded; the limit is 100 megapixels, as in Python)."""
     _, weights, cfg_json, _ = exported
     good = open(write_image(str(tmp_path / "good.png")), "rb").read()
     cases = {
@@ -236,10 +236,11 @@ def test_hostile_images(exported, tmp_path):
         "truncated.png": (good[: len(good) // 2], "cannot read image"),
         "header-only.png": (good[:40], "cannot read image"),
         "text.png": (b"not an image at all\n", "cannot read image"),
-        "huge.png": (_png(60000, 60000), "declares 60000x60000 pixels, more than the limit of 268435456"),
+        "huge.png": (_png(60000, 60000), "declares 60000x60000 = 3600000000 pixels, more than the limit of 100000000"),
+        "just-over.png": (_png(10001, 10000), "more than the limit of 100000000"),
         "wide.png": (_png(2**31 - 1, 1), "cannot read image"),  # stb itself may refuse > 2^24 first
         "zero.png": (_png(0, 10), "cannot read image"),
-        "huge.jpg": (_jpeg_header(60000, 60000), "declares 60000x60000 pixels"),
+        "huge.jpg": (_jpeg_header(60000, 60000), "declares 60000x60000 = 3600000000 pixels"),
         "bitflip.png": (good[:60] + bytes([good[60] ^ 0x40]) + good[61:], None),  # decodes or fails cleanly
     }
     for name, (data, message) in cases.items():

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -217,7 +218,7 @@ void validate(const ModelConfig& cfg) {
   const double params = approx_parameters(cfg);
   if (params > kMaxParameters) {
     std::ostringstream ss;
-    ss << "the config describes a model of about " << params << " parameters (limit " << kMaxParameters
+    ss << std::setprecision(2) << "the config describes a model of about " << params << " parameters (limit " << kMaxParameters
        << "): are num_classes, the channel counts or the window sizes right?";
     fail(ss.str());
   }
