@@ -12,7 +12,7 @@ import zlib
 import pytest
 import torch
 
-from tensormask.cli import main
+from .test_hostile_files import run_cli
 from tensormask.config import Config, load_config, merge, save_config, to_dict
 from tensormask.data import CocoDataset
 from tensormask.data.coco import ImageTooLargeError, load_image
@@ -23,12 +23,6 @@ from tensormask.engine.checkpoint import load_inference_model
 DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit
 
 
-def run_cli(argv, capsys) -> tuple[int, list[str]]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def png(width: int, height: int, idat: bytes = b"\x00" * 64) -> bytes:
