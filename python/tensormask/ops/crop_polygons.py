@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_util
 
 __all__ = ["crop_polygons", "window_box"]
 
@@ -29,6 +28,7 @@ def window_box(cy: float, cx: float, sigma_vu: float, V: int, U: int) -> np.ndar
 def _rasterise(polygons: Sequence[np.ndarray], box: np.ndarray, V: int, U: int) -> np.ndarray:
     """bool (V, U): ``polygons`` (image pixels) shifted by the box's top-left corner, scaled by
     ``U / box_w`` and ``V / box_h`` (each at least 0.1 px, as detectron2), rasterised by pycocotools."""
+    from pycocotools import mask as mask_util  # here, not at import: the ops layer loads without it
     w, h = box[2] - box[0], box[3] - box[1]  # float32, as detectron2 computes them from its boxes
     ratio_w = U / max(float(w), 0.1)
     ratio_h = V / max(float(h), 0.1)
