@@ -116,3 +116,8 @@ def test_a_broken_record_is_named(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a run record"):
         study_store.read_record(str(bad))
+
+
+def test_code_version_names_the_commit():
+    v = study_store.code_version()
+    assert v is None or (len(v.split("+")[0]) >= 7 and all(c in "0123456789abcdef" for c in v.split("+")[0]))

@@ -47,7 +47,7 @@ import numpy as np
 from ..config import Config, _read_yaml, load_config, merge, to_dict
 from .ablation_report import METRICS, plot_results, results_markdown
 from .budget import scale_schedule, time_training
-from .study_store import CLAIM_FILE, claim, read_curve, read_record, record_path, release, write_record
+from .study_store import CLAIM_FILE, claim, code_version, read_curve, read_record, record_path, release, write_record
 
 ABLATION_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "ablations")
 CPU_OVERLAY = os.path.join(ABLATION_DIR, "cpu-tiny.yaml")
@@ -305,6 +305,7 @@ def run_one(variant: Variant, cfg: Config, study_dir: str, log: Callable[[str], 
         "train_key": key, "weights": os.path.relpath(weights, study_dir), "weights_shared_from": shared_from,
         "train_seconds": round(train_s, 2), "infer_seconds_per_image": round(per_image, 4),
         "mask": metrics.get("segm", {}), "box": metrics.get("bbox", {}),
+        "code": code_version(),
         "curve": read_curve(os.path.join(run_dir, "metrics.jsonl")) or read_curve(
             os.path.join(os.path.dirname(weights), "metrics.jsonl")),
     }

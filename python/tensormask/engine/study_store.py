@@ -52,6 +52,24 @@ def write_record(record_dir: str, rec: dict[str, Any]) -> str:
     return path
 
 
+def code_version() -> str | None:
+    """The git commit of the code running (``abc1234``, ``+dirty`` with uncommitted changes in the
+    package), or None outside a git checkout: runs of one seed compare fairly only on the same code."""
+    import subprocess
+
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", pkg, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", pkg, "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def read_curve(metrics_jsonl: str) -> list[dict[str, float]]:
     """The periodic evaluations of a training run's ``metrics.jsonl``:
     ``[{"iteration", "mask_AP", "box_AP"}, ...]`` in iteration order (empty without any)."""
@@ -192,5 +210,5 @@ def write_convergence(record_dir: str) -> str:
     return path
 
 
-__all__ = ["convergence_markdown", "collect", "write_convergence", "record_path", "read_record", "write_record", "read_curve", "claim", "release", "plot_curves",
+__all__ = ["code_version", "convergence_markdown", "collect", "write_convergence", "record_path", "read_record", "write_record", "read_curve", "claim", "release", "plot_curves",
            "last_fifth_gain"]
