@@ -27,6 +27,7 @@
 
 #include <unistd.h>
 
+#include "error_of.h"
 #include "hostile_files.h"
 #include "tensormask/io.h"
 #include "tensormask/model.h"
@@ -109,16 +110,6 @@ struct Runner {
 int hostile_cases() {
   const char* env = std::getenv("TENSORMASK_HOSTILE_CASES");
   return env ? std::max(1, std::atoi(env)) : 1000;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 
+#include "error_of.h"
 #include "tensormask/io.h"
 #include "tensormask/model.h"
 
@@ -29,16 +30,6 @@ std::string floats(std::initializer_list<float> v) {
   std::string s(v.size() * 4, '\0');
   std::memcpy(s.data(), std::data(v), s.size());
   return s;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 tmm::ModelConfig tiny_config() {
