@@ -91,37 +91,29 @@ def _scale_boxes(boxes: torch.Tensor, sx: float, sy: float, new_h: int, new_w: i
     return torch.from_numpy(b.astype(np.float32)).reshape(-1, 4)
 
 
+def _map_polygons(polygons: list, fn) -> list:
+    """``fn`` applied to a copy of every polygon (flat float64 [x0, y0, x1, y1, ...]) of every instance;
+    instances without polygons (``None``) stay ``None``."""
+    return [None if inst is None else [fn(p.copy()) for p in inst] for inst in polygons]
+
+
 def _scale_polygons(polygons: list, sx: float, sy: float) -> list:
     """Polygons resized as coordinates (detectron2's ``apply_polygons``: x·sx, y·sy, float64, unclipped)."""
-    out = []
-    for inst in polygons:
-        if inst is None:
-            out.append(None)
-            continue
-        scaled = []
-        for p in inst:
-            q = p.copy()
-            q[0::2] *= sx
-            q[1::2] *= sy
-            scaled.append(q)
-        out.append(scaled)
-    return out
+    def scale(q: np.ndarray) -> np.ndarray:
+        q[0::2] *= sx
+        q[1::2] *= sy
+        return q
+
+    return _map_polygons(polygons, scale)
 
 
 def _flip_polygons(polygons: list, w: int) -> list:
     """Polygons mirrored left-right: x → W − x (detectron2's ``HFlipTransform.apply_coords``)."""
-    out = []
-    for inst in polygons:
-        if inst is None:
-            out.append(None)
-            continue
-        flipped = []
-        for p in inst:
-            q = p.copy()
-            q[0::2] = w - q[0::2]
-            flipped.append(q)
-        out.append(flipped)
-    return out
+    def flip(q: np.ndarray) -> np.ndarray:
+        q[0::2] = w - q[0::2]
+        return q
+
+    return _map_polygons(polygons, flip)
 
 
 def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
