@@ -113,7 +113,7 @@ Options parse_args(int argc, char** argv, bool& help) {
 }
 
 // The largest image decoded: 100 megapixels (e.g. 10000 × 10000), the limit of `tensormask predict`
-// (tensormask.data.coco.MAX_IMAGE_PIXELS). A PNG or JPEG header can declare 60000 × 60000 in a few
+// (tensormask.data.images.MAX_IMAGE_PIXELS). A PNG or JPEG header can declare 60000 × 60000 in a few
 // bytes; the size is checked from the header before anything is allocated.
 constexpr int64_t kMaxImagePixels = 100'000'000;
 

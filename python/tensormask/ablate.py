@@ -19,7 +19,7 @@ from .cli_utils import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .engine.ablation import GROUPS
+    from .engine.ablation_variants import GROUPS
 
     p = argparse.ArgumentParser(prog="tensormask ablate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .config import parse_overrides
-    from .engine.ablation import default_overlay, resolve_dataset, resolve_variants, run_study
+    from .engine.ablation import default_overlay, resolve_dataset, run_study
+    from .engine.ablation_variants import resolve_variants
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()] if s else []  # noqa: E731
     groups = split(args.variants)

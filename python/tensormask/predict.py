@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for i, path in enumerate(files):
         try:
             rgb = load_image(path)
-        except OSError as e:  # corrupt, or larger than tensormask.data.coco.MAX_IMAGE_PIXELS
+        except OSError as e:  # corrupt, or larger than tensormask.data.images.MAX_IMAGE_PIXELS
             if len(files) == 1:  # the only image: its error is the command's (one line, exit 1)
                 raise
             print(f"skipping {path}: {e}", file=sys.stderr)

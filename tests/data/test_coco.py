@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from tensormask.data import CocoDataset, Sample, collate, masks_to_boxes, nonempty
-from tensormask.data.coco import check_segmentation, rle_counts
+from tensormask.data.segmentation import check_segmentation, rle_counts
 
 H, W = 30, 40
 BG = (200, 10, 30)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tensormask.data import CocoDataset
-from tensormask.data.coco import polygon_self_intersects, polygons_outside
+from tensormask.data.segmentation import polygon_self_intersects, polygons_outside
 
 from .test_coco import H, W, img, png_bytes, write_json
 

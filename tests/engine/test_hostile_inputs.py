@@ -15,7 +15,7 @@ import torch
 from .test_hostile_files import run_cli
 from tensormask.config import Config, load_config, merge, save_config, to_dict
 from tensormask.data import CocoDataset
-from tensormask.data.coco import ImageTooLargeError, load_image
+from tensormask.data.images import ImageTooLargeError, load_image
 from tensormask.demo import DEMO_CONFIG
 from tensormask.engine.calibration import load_calibration
 from tensormask.engine.checkpoint import load_inference_model

@@ -11,7 +11,9 @@ Typical use::
 """
 
 from . import synthetic
-from .coco import CocoDataset, decode_segmentation, load_image
+from .coco import CocoDataset
+from .images import load_image
+from .segmentation import decode_segmentation
 from .structures import Sample, collate, masks_to_boxes, nonempty
 from .synthetic import PRESETS, SyntheticConfig
 from .transforms import (

@@ -44,225 +44,28 @@ the annotation once.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
-import warnings
 from collections import Counter
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from pycocotools import mask as mask_util
 from torch.utils.data import Dataset
 
 from ..safeio import loads_json
+from .images import MAX_IMAGE_PIXELS, ImageTooLargeError, load_image
+from .segmentation import (check_segmentation, decode_segmentation, is_int, is_number, polygon_self_intersects,
+                           polygons_outside, rle_counts)
 from .structures import Sample, masks_to_boxes, xywh_to_xyxy
 
-__all__ = ["CocoDataset", "load_image", "decode_segmentation", "check_segmentation", "rle_counts",
-           "polygons_outside", "polygon_self_intersects"]
+# load_image, MAX_IMAGE_PIXELS, ImageTooLargeError (data.images) and the segmentation helpers
+# (data.segmentation) stay importable from here, where they lived before
+__all__ = ["CocoDataset", "load_image", "MAX_IMAGE_PIXELS", "ImageTooLargeError", "decode_segmentation",
+           "check_segmentation", "rle_counts", "polygons_outside", "polygon_self_intersects"]
 
 logger = logging.getLogger(__name__)
 
 Transform = Callable[[Sample, "torch.Generator | None"], Sample]
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _is_number(x: Any) -> bool:
-    return (_is_int(x) or isinstance(x, (float, np.floating))) and math.isfinite(float(x))
-
-
-def rle_counts(counts: str | bytes) -> list[int]:
-    """Decode the LEB128-like string of a compressed COCO RLE into run lengths.
-
-    A pure-Python twin of pycocotools' ``rleFrString`` that *checks* its input: the C decoder reads
-    past the end of a truncated string and writes past the mask for counts that do not add up to
-    ``h*w``, so compressed RLEs are validated with this before pycocotools sees them.
-
-    Raises:
-        ValueError: on a character outside the alphabet, a string ending inside a number, or a
-            negative run length.
-    """
-    if isinstance(counts, str):
-        counts = counts.encode("ascii", errors="replace")
-    out: list[int] = []
-    p, n = 0, len(counts)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("compressed RLE string ends inside a run length")
-            c = counts[p] - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {chr(counts[p])!r} in compressed RLE string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        if x < 0:
-            raise ValueError(f"negative run length {x} in compressed RLE string")
-        out.append(x)
-    return out
-
-
-def check_segmentation(seg: Any, height: int | None, width: int | None) -> str | None:
-    """Validate the structure of a COCO ``segmentation`` without decoding it.
-
-    Returns ``None`` if it is well formed, else a message saying what is wrong. ``height``/``width``
-    (the image size) are checked against an RLE's ``size`` and counts when given.
-    """
-    if isinstance(seg, list):
-        for i, poly in enumerate(seg):
-            if not isinstance(poly, list):
-                return f"polygon {i} is a {type(poly).__name__}, expected a list of coordinates"
-            if len(poly) % 2:
-                return f"polygon {i} has an odd number of coordinates ({len(poly)})"
-            if not all(_is_number(v) for v in poly):
-                return f"polygon {i} has non-numeric or non-finite coordinates"
-        return None
-    if isinstance(seg, dict):
-        if "counts" not in seg or "size" not in seg:
-            return "RLE needs 'counts' and 'size'"
-        size = seg["size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v >= 0 for v in size)):
-            return f"RLE 'size' must be [height, width], got {size!r}"
-        h, w = int(size[0]), int(size[1])
-        if height is not None and width is not None and (h, w) != (height, width):
-            return f"RLE size {[h, w]} differs from the image size {[height, width]}"
-        counts = seg["counts"]
-        if isinstance(counts, list):
-            if not all(_is_int(v) and v >= 0 for v in counts):
-                return "uncompressed RLE 'counts' must be non-negative integers"
-            runs = counts
-        elif isinstance(counts, (str, bytes)):
-            try:
-                runs = rle_counts(counts)
-            except ValueError as e:
-                return str(e)
-        else:
-            return f"RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}"
-        total = int(sum(runs))
-        if total != h * w:
-            return f"RLE run lengths add up to {total}, expected height*width = {h * w}"
-        return None
-    return f"segmentation must be a list of polygons or an RLE dict, got {type(seg).__name__}"
-
-
-def polygons_outside(polys: list[list[float]], height: int, width: int) -> bool:
-    """True when every point of every polygon ``[x0, y0, x1, y1, ...]`` (pixels) lies outside the
-    ``height × width`` image on the same side, so the rasterised mask is empty."""
-    for poly in polys:
-        xs, ys = poly[0::2], poly[1::2]
-        if not (max(xs) <= 0 or min(xs) >= width or max(ys) <= 0 or min(ys) >= height):
-            return False
-    return True
-
-
-def polygon_self_intersects(poly: list[float]) -> bool:
-    """True when two non-adjacent edges of the closed polygon ``[x0, y0, x1, y1, ...]`` cross (a proper
-    crossing; edges that only touch or overlap collinearly do not count). O(n²) vectorised."""
-    p = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-    n = len(p)
-    if n < 4:
-        return False
-    a, b = p, np.roll(p, -1, axis=0)  # edge i: a[i] -> b[i]
-
-    def orient(o, q, r):  # sign of the cross product (q − o) × (r − o), broadcast over edge pairs
-        return np.sign((q[..., 0] - o[..., 0]) * (r[..., 1] - o[..., 1]) - (q[..., 1] - o[..., 1]) * (r[..., 0] - o[..., 0]))
-
-    A, B = a[:, None], b[:, None]
-    C, D = a[None, :], b[None, :]
-    cross = (orient(A, B, C) * orient(A, B, D) < 0) & (orient(C, D, A) * orient(C, D, B) < 0)
-    i, j = np.triu_indices(n, k=2)
-    keep = ~((i == 0) & (j == n - 1))  # the first and the last edge share a vertex
-    return bool(cross[i[keep], j[keep]].any())
-
-
-def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray:
-    """Decode a (validated, see :func:`check_segmentation`) segmentation to a bool (H, W) mask.
-
-    Polygons with fewer than three points are degenerate and ignored; a segmentation with none left
-    decodes to an empty mask.
-    """
-    if isinstance(seg, list):
-        polys = [p for p in seg if len(p) >= 6]
-        if not polys:
-            return np.zeros((height, width), dtype=bool)
-        rle = mask_util.merge(mask_util.frPyObjects(polys, height, width))
-    elif isinstance(seg["counts"], list):
-        rle = mask_util.frPyObjects(seg, height, width)
-    else:
-        rle = {"size": list(seg["size"]), "counts": seg["counts"]}
-    with warnings.catch_warnings():  # pycocotools' NumPy-2 "copy keyword" DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        m = mask_util.decode(rle)
-    if m.shape != (height, width):
-        raise ValueError(f"decoded mask has shape {m.shape}, expected {(height, width)}")
-    return np.ascontiguousarray(m, dtype=bool)
-
-
-MAX_IMAGE_PIXELS = 100_000_000
-"""Largest image :func:`load_image` decodes: 100 megapixels (10000 × 10000, ~300 MB as RGB). The size
-is read from the file's header and a larger image is refused before anything is decoded, so a small
-file declaring 60000 × 60000 pixels (a decompression bomb) is a clear error, not an out-of-memory kill.
-Pass ``max_pixels`` to :func:`load_image` or set this attribute for another limit (Pillow's own
-``Image.MAX_IMAGE_PIXELS`` check still refuses above twice its value, ~179 MP by default)."""
-
-_PIL_BOMB_RE = re.compile(r"\((\d+) pixels\)")
-
-
-class ImageTooLargeError(OSError):
-    """An image whose header declares more pixels than the limit; refused before decoding."""
-
-
-def _too_large(path: str, pixels: int, size: str, limit: int) -> ImageTooLargeError:
-    return ImageTooLargeError(
-        f"cannot read image {path}: it declares {size}{pixels:,} pixels, more than the limit of {limit:,} "
-        "(tensormask.data.coco.MAX_IMAGE_PIXELS); refused before decoding")
-
-
-def load_image(path: str, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image as uint8 (H, W, 3) RGB, applying its EXIF orientation.
-
-    Args:
-        path: an image file (any format Pillow reads).
-        max_pixels: refuse images whose header declares more pixels (default :data:`MAX_IMAGE_PIXELS`).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ImageTooLargeError (an OSError): the header declares more than ``max_pixels`` pixels (not decoded).
-        OSError: the file cannot be decoded (truncated, not an image, ...), naming the path.
-    """
-    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with warnings.catch_warnings():  # Pillow warns between its limit and twice it: ours decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)  # reads the header only
-        with im:
-            w, h = im.size
-            if w * h > limit:
-                raise _too_large(path, w * h, f"{w}×{h} = ", limit)
-            im = ImageOps.exif_transpose(im)
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except ImageTooLargeError:
-        raise
-    except Image.DecompressionBombError as e:  # above Pillow's own limit: refused in Image.open
-        m = _PIL_BOMB_RE.search(str(e))
-        raise _too_large(path, int(m.group(1)) if m else limit + 1, "", limit) from None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
-        raise OSError(f"cannot read image {path}: {type(e).__name__}: {e}") from e
-    return arr
 
 
 def _load_json(json_path: str) -> dict:
@@ -364,7 +167,7 @@ class CocoDataset(Dataset):
     def _parse_categories(self, cats: list) -> None:
         by_id: dict[int, str] = {}
         for i, c in enumerate(cats):
-            if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name", ""), str):
+            if not isinstance(c, dict) or not is_int(c.get("id")) or not isinstance(c.get("name", ""), str):
                 raise ValueError(
                     f"{self.json_path}: categories[{i}] must have an integer 'id' and a string 'name': {c!r}"
                 )
@@ -383,7 +186,7 @@ class CocoDataset(Dataset):
         self._dropped_images: set[int] = set()
         for i, e in enumerate(entries):
             where = f"{self.json_path}: images[{i}]"
-            if not isinstance(e, dict) or not _is_int(e.get("id")) or not isinstance(e.get("file_name"), str):
+            if not isinstance(e, dict) or not is_int(e.get("id")) or not isinstance(e.get("file_name"), str):
                 self._problem(
                     "bad_image_entry", ("index", i), f"{where} needs an integer 'id' and a string 'file_name': {e!r}"
                 )
@@ -394,7 +197,7 @@ class CocoDataset(Dataset):
                 self._problem("duplicate_image_id", ("index", i), f"{where}: image id {iid} is listed twice in 'images'")
                 continue
             h, w = e.get("height"), e.get("width")
-            if (h is not None or w is not None) and not (_is_int(h) and _is_int(w) and h > 0 and w > 0):
+            if (h is not None or w is not None) and not (is_int(h) and is_int(w) and h > 0 and w > 0):
                 self._problem(
                     "bad_image_entry", iid, f"{where}: 'height'/'width' must be positive integers, got {h!r}/{w!r}"
                 )
@@ -424,8 +227,8 @@ class CocoDataset(Dataset):
                 )
                 continue
             aid = a.get("id")
-            if not _is_int(aid) or aid in seen_ids:
-                what = "a duplicate" if _is_int(aid) else "no integer"
+            if not is_int(aid) or aid in seen_ids:
+                what = "a duplicate" if is_int(aid) else "no integer"
                 self._problem(
                     "bad_annotation", ("index", i), f"{self.json_path}: annotations[{i}] has {what} 'id' ({aid!r})"
                 )
@@ -433,8 +236,8 @@ class CocoDataset(Dataset):
             aid = int(aid)
             seen_ids.add(aid)
             iid = a.get("image_id")
-            if not _is_int(iid) or int(iid) not in images:
-                if _is_int(iid) and int(iid) in self._dropped_images:
+            if not is_int(iid) or int(iid) not in images:
+                if is_int(iid) and int(iid) in self._dropped_images:
                     continue  # its image was skipped (and counted) already
                 self._problem(
                     "unknown_image_id",
@@ -445,7 +248,7 @@ class CocoDataset(Dataset):
             img = images[int(iid)]
             where = f"{self.json_path}: annotation id {aid} of image '{img['file_name']}' (id {img['id']})"
             cid = a.get("category_id")
-            if not _is_int(cid) or int(cid) not in self.category_id_to_contiguous:
+            if not is_int(cid) or int(cid) not in self.category_id_to_contiguous:
                 self._problem("unknown_category", aid, f"{where}: category_id {cid!r} is not in 'categories'")
                 continue
             crowd = a.get("iscrowd", 0)
@@ -456,7 +259,7 @@ class CocoDataset(Dataset):
             if bbox is not None and not (
                 isinstance(bbox, list)
                 and len(bbox) == 4
-                and all(_is_number(v) for v in bbox)
+                and all(is_number(v) for v in bbox)
                 and bbox[2] >= 0
                 and bbox[3] >= 0
             ):
