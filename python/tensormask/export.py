@@ -57,7 +57,7 @@ def export_model(weights: str, out: str, config_out: str | None = None) -> tuple
     from .config import to_dict
     from .engine.checkpoint import load_inference_model
     from .engine.convert import _write_atomic
-    from .engine.evaluator import write_json
+    from .engine.atomic_write import write_json
 
     out = os.fspath(out)
     if not out.endswith(".safetensors"):
@@ -80,7 +80,7 @@ def export_model(weights: str, out: str, config_out: str | None = None) -> tuple
         "source_file": os.path.basename(os.fspath(weights)),
     }
     _write_atomic(state, out, metadata)
-    write_json(desc, config_out)
+    write_json(desc, config_out, indent=None)
     return out, config_out, len(state)
 
 

@@ -37,7 +37,6 @@ import math
 import os
 import platform
 import shutil
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -46,6 +45,7 @@ import numpy as np
 from ..config import Config, _read_yaml, load_config, merge, to_dict
 from .ablation_report import METRICS, plot_results, results_markdown
 from .ablation_variants import ABLATION_DIR, GROUPS, Variant, groups_of, resolve_variants  # resolve_variants: re-exported
+from .atomic_write import write_json, write_text
 from .budget import scale_schedule, time_training
 from .study_store import CLAIM_FILE, claim, code_version, read_curve, read_record, record_path, release, write_record
 
@@ -129,21 +129,6 @@ def train_key(cfg: Config) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def write_json(obj: Any, path: str) -> None:
-    """JSON written atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
-def write_text(text: str, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------ one run
 
 def run_device(cfg: Config):
@@ -165,7 +150,6 @@ def timed_evaluate(weights: str, cfg: Config, out_dir: str) -> tuple[dict[str, d
     inference time in seconds per image (model forward + post-processing, excluding COCOeval)."""
     from .checkpoint import load_inference_model
     from .evaluator import coco_evaluate, eval_dataset, run_inference
-    from .evaluator import write_json as write_json_atomic
 
     device = run_device(cfg)
     model, _, _ = load_inference_model(weights, device, cfg)
@@ -176,9 +160,9 @@ def timed_evaluate(weights: str, cfg: Config, out_dir: str) -> tuple[dict[str, d
     _sync(device)
     per_image = (time.perf_counter() - t0) / max(1, len(dataset))
     os.makedirs(out_dir, exist_ok=True)
-    write_json_atomic(results, os.path.join(out_dir, "coco_results.json"))
+    write_json(results, os.path.join(out_dir, "coco_results.json"), indent=None)
     metrics = coco_evaluate(cfg.data.val_json, results)
-    write_json_atomic(metrics, os.path.join(out_dir, "metrics.json"))
+    write_json(metrics, os.path.join(out_dir, "metrics.json"), indent=None)
     return metrics, per_image
 
 

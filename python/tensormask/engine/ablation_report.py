@@ -4,10 +4,11 @@ from the summary dict of :func:`tensormask.engine.ablation.summarize`."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
+
+from .atomic_write import save_figure
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the COCOeval metrics a study tabulates
 
@@ -74,10 +75,7 @@ def plot_results(summary: dict[str, Any], path: str) -> None:
         ax.set_title(g, fontsize=9)
         ax.set_ylabel("mask AP")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 __all__ = ["results_markdown", "plot_results"]

@@ -42,16 +42,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 
 from ..safeio import loads_json
+from .atomic_write import write_json
 
 FORMAT = "tensormask-calibration"
 VERSION = 1
@@ -304,15 +303,7 @@ def save_calibration(cal: dict[str, Any], path: str) -> None:
     validate_calibration(cal)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(cal, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    write_json(cal, path, indent=1)
 
 
 def load_calibration(path: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ writes them and evaluates.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from ..data import CocoDataset, Sample
 from ..ops import masks_to_rle
 from . import distributed as dist_utils
+from .atomic_write import write_json
 from .inference import detect, test_transform
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
@@ -96,12 +96,6 @@ def coco_evaluate(gt_json: str, results: list[dict[str, Any]], iou_types=("segm"
     return metrics
 
 
-def write_json(obj: Any, path: str) -> None:
-    """JSON written atomically (temp file + rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def eval_dataset(json_path: str, image_root: str, min_size: int, max_size: int, on_error: str = "skip") -> CocoDataset:
@@ -132,9 +126,9 @@ def evaluate(model, json_path: str, image_root: str, output_dir: str, min_size: 
     if not dist_utils.is_main_process():
         return {}
     os.makedirs(output_dir, exist_ok=True)
-    write_json(results, os.path.join(output_dir, "coco_results.json"))
+    write_json(results, os.path.join(output_dir, "coco_results.json"), indent=None)
     metrics = coco_evaluate(json_path, results)
-    write_json(metrics, os.path.join(output_dir, "metrics.json"))
+    write_json(metrics, os.path.join(output_dir, "metrics.json"), indent=None)
     return metrics
 
 

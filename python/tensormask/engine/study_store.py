@@ -19,6 +19,8 @@ import os
 import socket
 from typing import Any
 
+from .atomic_write import save_figure, write_json, write_text
+
 CLAIM_FILE = ".claim"
 
 
@@ -44,7 +46,6 @@ def read_record(path: str) -> dict[str, Any] | None:
 
 def write_record(record_dir: str, rec: dict[str, Any]) -> str:
     """Write ``rec`` to its place in ``record_dir`` atomically; returns the path."""
-    from .ablation import write_json
 
     path = record_path(record_dir, rec["variant"], rec["seed"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -156,10 +157,7 @@ def plot_curves(records: list[dict[str, Any]], path: str, seed: int | None = Non
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return path
 
 
@@ -203,7 +201,6 @@ def collect(record_dir: str) -> list[dict[str, Any]]:
 
 def write_convergence(record_dir: str) -> str:
     """``record_dir/convergence.md`` from the records there (atomic); returns the path."""
-    from .ablation import write_text
 
     path = os.path.join(record_dir, "convergence.md")
     write_text(convergence_markdown(collect(record_dir)), path)
